@@ -1,0 +1,32 @@
+# Transaction enrichment: set-up, run, test, benchmark, browse.
+# Works on a fresh machine with only Python 3.11 and pip, and without USER set.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DATABASE ?= database.db
+PORT ?= 8001
+ROWS ?= 1000000
+
+# Metaflow refuses to run for an "Unknown user": provide one when the shell has none.
+export USER ?= $(shell id -un 2>/dev/null || echo enrich)
+export USERNAME ?= $(USER)
+
+.PHONY: install run test bench browse clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) algorithm.py run --database $(DATABASE)
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadfile
+
+clean:
+	rm -rf .metaflow .pytest_cache .hypothesis

@@ -1,0 +1,22 @@
+"""Shared fixtures: temporary databases and an isolated Metaflow datastore."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE_CSV = ROOT.parent / "shared" / "reference" / "transactions.csv"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(tmp_path_factory, monkeypatch):
+    """Never touch the developer's .metaflow/, Twilio settings or the network."""
+    datastore = tmp_path_factory.getbasetemp() / "metaflow-datastore"
+    datastore.mkdir(exist_ok=True)
+    monkeypatch.setenv("METAFLOW_DATASTORE_SYSROOT_LOCAL", str(datastore))
+    monkeypatch.setenv("USER", os.environ.get("USER") or "tester")
+    for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM", "TWILIO_TO",
+                 "TWILIO_CONFIG", "PROMETHEUS_PUSHGATEWAY"):
+        monkeypatch.delenv(name, raising=False)

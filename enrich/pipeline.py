@@ -1,0 +1,198 @@
+"""The stages of one enrichment run, as plain functions the flow's steps call.
+
+Each function takes a :class:`RunSettings` (resolved once, in the flow's
+``start``), opens the database through :mod:`enrich.storage`, does one stage and
+returns a small summary (never a large frame): large intermediate results travel
+as Parquet files in the run's scratch directory (:mod:`enrich.scratch`).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import sqlite_utils
+
+from enrich import annotation, ingest, scratch, storage, tagging
+from enrich.alerts import AlertResult, Failure, compose_failure_message, load_twilio_config, send_sms
+
+logger = logging.getLogger(__name__)
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+BUNDLED_TRANSACTIONS = PROJECT_DIR / "data" / "transactions.csv"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything the stages of one run need, resolved once."""
+
+    run_id: str  # Metaflow's pathspec, e.g. "TransactionEnrichmentFlow/1795..."
+    database: Path
+    transactions: Path
+    tag_list: tagging.TagList
+    work_dir: Path
+
+    @classmethod
+    def resolve(cls, run_id: str, database: str, transactions: str, tags: str | None,
+                match: str) -> "RunSettings":
+        """Resolve paths to absolute ones and load (validate) the tag list."""
+        database_path = Path(database).expanduser().resolve()
+        return cls(run_id=run_id, database=database_path,
+                   transactions=Path(transactions).expanduser().resolve(),
+                   tag_list=tagging.load_tag_list(tags or None, match),
+                   work_dir=scratch.work_dir(database_path, run_id))
+
+
+@contextmanager
+def open_database(path: Path) -> Iterator[sqlite_utils.Database]:
+    """The run's database, closed on exit."""
+    db = storage.connect(path)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+# --------------------------------------------------------------------------- stages
+def ingest_batch(settings: RunSettings) -> storage.LoadStats:
+    """Parse the CSV and load it into the database as one batch (one transaction)."""
+    started = time.perf_counter()
+    with open_database(settings.database) as db:
+        stats = storage.load_batch(db, settings.run_id, ingest.read_chunks(settings.transactions))
+    elapsed = time.perf_counter() - started
+    logger.info("ingested %s: %d rows in %.2f s (%.0f rows/s)", settings.transactions, stats.rows_read,
+                elapsed, stats.rows_read / elapsed if elapsed else 0.0)
+    return stats
+
+
+@dataclass(frozen=True)
+class Derived:
+    """The result of a derive stage: where the rows are and which runs they cover."""
+
+    kind: str
+    path: str
+    covered_runs: tuple[str, ...] | None  # None: every stored transaction was re-derived
+    rows: int
+    counts: dict[str, int] = field(default_factory=dict)
+    state: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    columns: tuple[str, ...]
+    schema: pa.Schema
+    fingerprint_key: str
+
+
+_RULES = {
+    storage.TAGS: _Rule(("id", "wording"),
+                        pa.schema([("transaction_id", pa.int64()), ("tag", pa.string())]),
+                        "tags_fingerprint"),
+    storage.ANNOTATIONS: _Rule(("id", "amount_cents"),
+                               pa.schema([("transaction_id", pa.int64()), ("annotation", pa.string())]),
+                               "annotation_rules_fingerprint"),
+}
+
+ANNOTATION_RULES_FINGERPRINT = hashlib.sha256(repr(annotation.RULES).encode()).hexdigest()
+
+
+def derive_tags(settings: RunSettings) -> Derived:
+    """Tag every transaction that needs it (see :func:`_derive`)."""
+    tags = settings.tag_list
+
+    def compute(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+        return tagging.tag_frame(frame, tags)
+
+    return _derive(settings, storage.TAGS, tags.fingerprint, compute)
+
+
+def derive_annotations(settings: RunSettings) -> Derived:
+    """Annotate every transaction that needs it (see :func:`_derive`)."""
+
+    def compute(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+        result = annotation.annotate_frame(frame)
+        return result, {"annotated": len(result), "zero_amount": annotation.count_zero_amounts(frame)}
+
+    return _derive(settings, storage.ANNOTATIONS, ANNOTATION_RULES_FINGERPRINT, compute)
+
+
+def _derive(settings: RunSettings, kind: str, fingerprint: str,
+            compute: Callable[[pd.DataFrame], tuple[pd.DataFrame, dict[str, int]]]) -> Derived:
+    """Re-derive ``kind`` for the rows of every pending run, or for all rows when the rules changed.
+
+    Reads the transactions from the database chunk by chunk and streams the
+    result to a Parquet file; nothing is written to the database here.
+    """
+    rule = _RULES[kind]
+    counts: Counter[str] = Counter()
+    path = settings.work_dir / f"{kind}.parquet"
+    with open_database(settings.database) as db:
+        rules_changed = storage.get_state(db, rule.fingerprint_key) != fingerprint
+        covered = None if rules_changed else storage.pending_runs(db, kind)
+        if rules_changed:
+            logger.info("%s rules differ from those last applied: re-deriving every transaction", kind)
+
+        def results() -> Iterator[pd.DataFrame]:
+            for frame in storage.iter_transactions(db, rule.columns, covered):
+                result, stats = compute(frame)
+                counts.update(stats)
+                yield result
+
+        rows = scratch.write_frames(path, results(), rule.schema)
+    logger.info("derived %s: %d rows, %s, covering %s", kind, rows, dict(counts),
+                "every transaction" if covered is None else f"runs {list(covered)}")
+    return Derived(kind=kind, path=str(path), covered_runs=covered, rows=rows, counts=dict(counts),
+                   state={rule.fingerprint_key: fingerprint})
+
+
+def publish(settings: RunSettings, derived: Derived) -> storage.PublishStats:
+    """Write a derive stage's result to the database in one transaction (safe to retry)."""
+    with open_database(settings.database) as db:
+        return storage.publish(db, derived.kind, settings.run_id, scratch.read_frames(Path(derived.path)),
+                               derived.covered_runs, state=derived.state)
+
+
+# --------------------------------------------------------------------------- failure check
+def alert_failures(database: Path | None, flow_name: str, run_number: str,
+                   failures: list[Failure]) -> AlertResult:
+    """Send one SMS listing every failure of the run, and record it in the ledger when possible."""
+    body = compose_failure_message(flow_name, run_number, failures)
+    result = send_sms(load_twilio_config(PROJECT_DIR), body)
+    logger.error("run %s failed (%d failure(s)); SMS alert: %s%s", run_number, len(failures),
+                 result.status, f" ({result.error})" if result.error else "")
+    if database is not None:
+        try:
+            with open_database(database) as db:
+                storage.record_alert(db, f"{flow_name}/{run_number}", "sms", result.status,
+                                     result.recipients, body, result.error)
+        except storage.StorageError as exc:
+            logger.error("could not record the alert in the ledger: %s", exc)
+    return result
+
+
+def run_started(settings: RunSettings, user: str) -> dict[str, object]:
+    """Open the run's ledger row (creating the database and its schema if needed)."""
+    with open_database(settings.database):
+        pass
+    return {"status": "running", "user": user, "input_path": str(settings.transactions),
+            "tags_sha256": settings.tag_list.fingerprint, "match_mode": settings.tag_list.mode}
+
+
+def load_figures(stats: storage.LoadStats) -> dict[str, int]:
+    """The ledger figures of a loaded batch."""
+    return dict(vars(stats))
+
+
+def finish(database: Path, run_id: str, status: str) -> None:
+    """Close the run's ledger row and, on success, remove its scratch files."""
+    with open_database(database) as db:
+        storage.record_run(db, run_id, status=status, finished_at=storage.utc_now())
+    if status == "succeeded":
+        scratch.remove(scratch.work_dir(database, run_id))

@@ -1,0 +1,101 @@
+"""The transaction-enrichment flow (see :class:`TransactionEnrichmentFlow`)."""
+from __future__ import annotations
+
+from metaflow import FlowSpec, Parameter, current, exit_hook, step
+
+from enrich import pipeline
+from flows.guards import (BRANCH_LOCAL_ARTIFACTS, RunFailed, choose_failing_step, database_of,
+                          guarded, inherited_failures)
+
+
+@exit_hook(on_error=["flows.guards.alert_on_crash"])
+@guarded
+class TransactionEnrichmentFlow(FlowSpec):
+    """Store, tag and annotate bank transactions in SQLite; check the run; alert by SMS on failure.
+
+    Stages:
+      1. start: resolve the parameters, validate the tag list, open the database and the run ledger.
+      2. ingest: parse and validate the CSV; load valid rows (upsert by id) and quarantine bad ones
+         in rejected_rows, as one transaction.
+      3. tag_transactions and annotate_transactions, in parallel: derive tags and annotations
+         for new and changed rows, reading them from the database.
+      4. publish_tags and publish_annotations: write each result in one transaction; the
+         branches are independent, a failure in one never stops the other.
+      5. join: gather both branches' figures and failures.
+      6. end: the failure check: one SMS listing every failure, then a non-zero exit.
+
+    Every step but end is guarded by @retry and @catch and by a ledger wrapper, all applied in
+    one place (flows/guards.py).
+    """
+
+    transactions = Parameter("transactions", default=str(pipeline.BUNDLED_TRANSACTIONS),
+                             help="CSV file of transactions (id, amount, wording).")
+    database = Parameter("database", default="database.db", help="SQLite database file to write.")
+    tags = Parameter("tags", default="", help="Tag list file, one tag per line "
+                                              "(default: TATA, TOTO, TUTU, TAXI).")
+    match = Parameter("match", default="word", help="Tag matching: word (default) or substring.")
+    simulate_failure = Parameter("simulate-failure", default="",
+                                 help="Raise inside this step (or a random one) to exercise alerting.")
+
+    @step
+    def start(self):
+        """Resolve and validate the parameters once, so that bad settings fail before any write."""
+        self.failing_step = choose_failing_step(self.simulate_failure, list(self._graph.nodes))
+        self.settings = pipeline.RunSettings.resolve(
+            f"{current.flow_name}/{current.run_id}", self.database, self.transactions,
+            self.tags, self.match)
+        self.database_path = str(self.settings.database)
+        self.figures = pipeline.run_started(self.settings, current.username)
+        self.next(self.ingest)
+
+    @step
+    def ingest(self):
+        """Parse and validate the CSV, then load it as one batch: upsert by id, quarantine bad rows."""
+        self.load_stats = pipeline.ingest_batch(self.settings)
+        self.figures = pipeline.load_figures(self.load_stats)
+        self.next(self.tag_transactions, self.annotate_transactions)
+
+    @step
+    def tag_transactions(self):
+        """Tag the new and changed transactions, read from the database (result to a scratch file)."""
+        self.tags_derived = pipeline.derive_tags(self.settings)
+        self.figures = dict(self.tags_derived.counts)
+        self.next(self.publish_tags)
+
+    @step
+    def publish_tags(self):
+        """Replace the tags of the re-derived transactions, in one transaction (safe to retry)."""
+        self.tags_published = pipeline.publish(self.settings, self.tags_derived)
+        self.next(self.join)
+
+    @step
+    def annotate_transactions(self):
+        """Annotate the new and changed transactions by amount (result to a scratch file)."""
+        self.annotations_derived = pipeline.derive_annotations(self.settings)
+        self.figures = dict(self.annotations_derived.counts)
+        self.next(self.publish_annotations)
+
+    @step
+    def publish_annotations(self):
+        """Replace the annotations of the re-derived transactions, in one transaction."""
+        self.annotations_published = pipeline.publish(self.settings, self.annotations_derived)
+        self.next(self.join)
+
+    @step
+    def join(self, inputs):
+        """Gather both branches: their failures, and their artifacts for the report."""
+        self.failures = inherited_failures(self, inputs)
+        self.merge_artifacts(inputs, exclude=list(BRANCH_LOCAL_ARTIFACTS))
+        self.next(self.end)
+
+    @step
+    def end(self):
+        """Failure check: on any failure send one SMS, then fail the run (non-zero exit)."""
+        failures = inherited_failures(self, None)
+        database = database_of(self)
+        if failures:
+            self.alert = pipeline.alert_failures(database, current.flow_name, current.run_id, failures)
+            pipeline.finish(database, f"{current.flow_name}/{current.run_id}", "failed")
+            raise RunFailed("%d failure(s): %s" % (len(failures), "; ".join(
+                f"{f.step}: {f.error_type}: {f.message}" for f in failures)))
+        pipeline.finish(database, f"{current.flow_name}/{current.run_id}", "succeeded")

@@ -256,7 +256,7 @@ def load_batch(db: sqlite_utils.Database, run_id: str, chunks: Iterable) -> Load
         db.execute("INSERT INTO rejected_rows (run_id, line, raw, reason) "
                    "SELECT ?, line, raw, reason FROM temp.staging_rejected", (run_id,))
         rejected = db.execute("SELECT COUNT(*) FROM temp.staging_rejected").fetchone()[0]
-        db.executemany("INSERT OR IGNORE INTO pending_enrichment (run_id, kind) VALUES (?, ?)",
+        db.conn.executemany("INSERT OR IGNORE INTO pending_enrichment (run_id, kind) VALUES (?, ?)",
                        [(run_id, kind) for kind in ENRICHMENT_KINDS])
         _drop_staging(db)
     stats = LoadStats(rows_read=rows_read, rows_loaded=rows_loaded, rows_new=new or 0,
@@ -406,7 +406,7 @@ def publish(db: sqlite_utils.Database, kind: str, run_id: str, frames: Iterable[
         if covered_runs is None:
             db.execute("DELETE FROM pending_enrichment WHERE kind = ?", (kind,))
         else:
-            db.executemany("DELETE FROM pending_enrichment WHERE kind = ? AND run_id = ?",
+            db.conn.executemany("DELETE FROM pending_enrichment WHERE kind = ? AND run_id = ?",
                            [(kind, run) for run in covered_runs])
         for key, val in (state or {}).items():
             db.execute("INSERT INTO enrichment_state (key, value) VALUES (?, ?) "

@@ -20,3 +20,19 @@ def _isolated_environment(tmp_path_factory, monkeypatch):
     for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM", "TWILIO_TO",
                  "TWILIO_CONFIG", "PROMETHEUS_PUSHGATEWAY"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def db_path(tmp_path) -> Path:
+    """Path of a database file that does not exist yet."""
+    return tmp_path / "database.db"
+
+
+@pytest.fixture
+def fresh_db(db_path):
+    """A new database with the project's schema (a real SQLite file)."""
+    from enrich import storage
+
+    db = storage.connect(db_path)
+    yield db
+    db.close()

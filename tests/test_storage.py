@@ -1,0 +1,185 @@
+"""Storage: schema, batch loading (upsert, duplicates, quarantine), publishing, ledger."""
+from __future__ import annotations
+
+import sqlite3
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from enrich import storage
+
+
+def chunk(rows=(), rejected=()):
+    valid = pd.DataFrame(list(rows), columns=["line", "id", "amount_cents", "wording"])
+    bad = pd.DataFrame(list(rejected), columns=["line", "raw", "reason"])
+    return SimpleNamespace(valid=valid.astype({"line": "int64", "id": "int64", "amount_cents": "int64"}),
+                           rejected=bad)
+
+
+def rows(db, sql):
+    return [tuple(r) for r in db.execute(sql).fetchall()]
+
+
+def test_schema_is_versioned_and_wal(fresh_db):
+    assert storage.schema_version(fresh_db) == storage.SCHEMA_VERSION
+    assert fresh_db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert {"transactions", "tags", "annotations", "rejected_rows", "runs", "step_runs",
+            "alerts"} <= set(fresh_db.table_names())
+
+
+def test_reopening_does_not_migrate_twice(db_path):
+    storage.connect(db_path).close()
+    db = storage.connect(db_path)
+    assert rows(db, "SELECT version FROM schema_version") == [(1,)]
+
+
+def test_newer_schema_is_refused(db_path):
+    db = storage.connect(db_path)
+    db.execute("INSERT INTO schema_version VALUES (99, 'future')")
+    db.close()
+    with pytest.raises(storage.StorageError, match="newer than this program"):
+        storage.connect(db_path)
+
+
+def test_missing_directory_is_explained(tmp_path):
+    with pytest.raises(storage.StorageError, match="does not exist"):
+        storage.connect(tmp_path / "nope" / "db.db")
+
+
+def test_a_file_that_is_not_sqlite_is_explained(tmp_path):
+    path = tmp_path / "not.db"
+    path.write_bytes(b"this is not a database, just text" * 100)
+    with pytest.raises(storage.StorageError, match="cannot use this file"):
+        storage.connect(path)
+
+
+def test_amount_is_stored_in_cents_with_a_display_column(fresh_db):
+    storage.load_batch(fresh_db, "F/1", [chunk([(2, 1, -28366, "PRLV")])])
+    assert rows(fresh_db, "SELECT id, amount_cents, amount, wording, first_run_id, last_changed_run_id "
+                          "FROM transactions") == [(1, -28366, -283.66, "PRLV", "F/1", "F/1")]
+
+
+def test_load_counts_and_upsert(fresh_db):
+    first = storage.load_batch(fresh_db, "F/1", [chunk([(2, 1, 100, "a"), (3, 2, 200, "b")])])
+    assert (first.rows_read, first.rows_loaded, first.rows_new, first.rows_updated) == (2, 2, 2, 0)
+    again = storage.load_batch(fresh_db, "F/2", [chunk([(2, 1, 100, "a"), (3, 2, 200, "b")])])
+    assert (again.rows_new, again.rows_updated, again.rows_unchanged) == (0, 0, 2)
+    assert rows(fresh_db, "SELECT id, last_changed_run_id FROM transactions") == [(1, "F/1"), (2, "F/1")]
+    changed = storage.load_batch(fresh_db, "F/3", [chunk([(2, 1, 100, "a"), (3, 2, 250, "b"),
+                                                         (4, 3, 1, "c")])])
+    assert (changed.rows_new, changed.rows_updated, changed.rows_unchanged) == (1, 1, 1)
+    assert rows(fresh_db, "SELECT id, amount_cents, first_run_id, last_changed_run_id FROM transactions") == [
+        (1, 100, "F/1", "F/1"), (2, 250, "F/1", "F/3"), (3, 1, "F/3", "F/3")]
+
+
+def test_rows_absent_from_a_later_batch_are_kept(fresh_db):
+    storage.load_batch(fresh_db, "F/1", [chunk([(2, 1, 100, "a")])])
+    storage.load_batch(fresh_db, "F/2", [chunk([(2, 2, 100, "b")])])
+    assert rows(fresh_db, "SELECT id FROM transactions") == [(1,), (2,)]
+
+
+def test_identical_duplicates_are_loaded_once_and_counted(fresh_db):
+    stats = storage.load_batch(fresh_db, "F/1", [chunk([(2, 1, 100, "a"), (3, 1, 100, "a")]),
+                                                 chunk([(4, 1, 100, "a")])])
+    assert (stats.rows_read, stats.rows_loaded, stats.rows_duplicate, stats.rows_rejected) == (3, 1, 2, 0)
+
+
+def test_conflicting_duplicates_are_all_rejected(fresh_db):
+    stats = storage.load_batch(fresh_db, "F/1", [chunk([(2, 1, 100, "a"), (3, 2, 5, "x"),
+                                                        (4, 1, 100, 'a "b"'), (5, 1, 100, "a")])])
+    assert (stats.rows_loaded, stats.rows_rejected, stats.rows_duplicate) == (1, 3, 0)
+    assert rows(fresh_db, "SELECT id FROM transactions") == [(2,)]
+    rejected = storage.rejected_rows(fresh_db, "F/1")
+    assert list(rejected["line"]) == [2, 4, 5]
+    assert all(r.startswith("conflicting duplicate id: id 1 ") and "lines 2, 4, 5" in r
+               for r in rejected["reason"])
+    assert rejected["raw"].iloc[1] == '1,1.00,"a ""b"""'
+
+
+def test_rejected_rows_are_stored_per_run(fresh_db):
+    storage.load_batch(fresh_db, "F/1", [chunk([], [(7, "x,y", "wrong field count: expected 3, got 2")])])
+    assert rows(fresh_db, "SELECT run_id, line, raw, reason FROM rejected_rows") == [
+        ("F/1", 7, "x,y", "wrong field count: expected 3, got 2")]
+
+
+def test_a_failing_read_leaves_the_database_untouched(fresh_db):
+    storage.load_batch(fresh_db, "F/1", [chunk([(2, 1, 100, "a")])])
+
+    def broken():
+        yield chunk([(2, 1, 999, "changed"), (3, 2, 1, "new")])
+        raise OSError("disk read error")
+
+    with pytest.raises(OSError):
+        storage.load_batch(fresh_db, "F/2", broken())
+    assert rows(fresh_db, "SELECT id, amount_cents FROM transactions") == [(1, 100)]
+    assert storage.pending_runs(fresh_db, storage.TAGS) == ("F/1",)
+
+
+def test_publish_replaces_rows_of_covered_runs_and_clears_them(fresh_db):
+    storage.load_batch(fresh_db, "F/1", [chunk([(2, 1, 100, "TOTO"), (3, 2, 100, "TATA")])])
+    tags = pd.DataFrame({"transaction_id": [1, 2], "tag": ["TOTO", "TATA"]})
+    storage.publish(fresh_db, storage.TAGS, "F/1", [tags], ("F/1",), state={"k": "v"})
+    assert storage.pending_runs(fresh_db, storage.TAGS) == ()
+    assert storage.pending_runs(fresh_db, storage.ANNOTATIONS) == ("F/1",)
+    assert storage.get_state(fresh_db, "k") == "v"
+    # id 2 changes and is no longer tagged: its stale tag goes, id 1's stays
+    storage.load_batch(fresh_db, "F/2", [chunk([(2, 1, 100, "TOTO"), (3, 2, 100, "nothing")])])
+    stats = storage.publish(fresh_db, storage.TAGS, "F/2", [tags.iloc[:0]], ("F/2",))
+    assert stats.removed == 1 and stats.written == 0
+    assert rows(fresh_db, "SELECT transaction_id, tag, run_id FROM tags") == [(1, "TOTO", "F/1")]
+
+
+def test_publish_is_all_or_nothing(fresh_db):
+    storage.load_batch(fresh_db, "F/1", [chunk([(2, 1, 100, "TOTO")])])
+    good = pd.DataFrame({"transaction_id": [1], "tag": ["TOTO"]})
+    orphan = pd.DataFrame({"transaction_id": [42], "tag": ["TOTO"]})  # no such transaction
+    with pytest.raises(sqlite3.IntegrityError):
+        storage.publish(fresh_db, storage.TAGS, "F/1", [good, orphan], ("F/1",))
+    assert rows(fresh_db, "SELECT COUNT(*) FROM tags") == [(0,)]
+    assert storage.pending_runs(fresh_db, storage.TAGS) == ("F/1",)
+
+
+def test_publish_everything_replaces_the_whole_table(fresh_db):
+    storage.load_batch(fresh_db, "F/1", [chunk([(2, 1, 100, "TOTO"), (3, 2, 5, "TATA")])])
+    storage.publish(fresh_db, storage.TAGS, "F/1",
+                    [pd.DataFrame({"transaction_id": [1, 2], "tag": ["TOTO", "TATA"]})], None)
+    storage.publish(fresh_db, storage.TAGS, "F/2",
+                    [pd.DataFrame({"transaction_id": [2], "tag": ["TATA"]})], None)
+    assert rows(fresh_db, "SELECT transaction_id, run_id FROM tags") == [(2, "F/2")]
+
+
+def test_iter_transactions_by_runs_in_chunks(fresh_db):
+    storage.load_batch(fresh_db, "F/1", [chunk([(i + 2, i + 1, i, f"w{i}") for i in range(5)])])
+    storage.load_batch(fresh_db, "F/2", [chunk([(2, 9, 1, "new")])])
+    frames = list(storage.iter_transactions(fresh_db, ["id", "wording"], None, chunk_rows=2))
+    assert [len(f) for f in frames] == [2, 2, 2]
+    only = pd.concat(storage.iter_transactions(fresh_db, ["id"], ["F/2"]))
+    assert only["id"].tolist() == [9]
+    assert list(storage.iter_transactions(fresh_db, ["id"], [])) == []
+
+
+def test_run_ledger(fresh_db):
+    storage.record_run(fresh_db, "F/1", user="alice", match_mode="word")
+    storage.record_run(fresh_db, "F/1", rows_read=10)
+    storage.record_run(fresh_db, "F/1", status="succeeded", finished_at="t")
+    run = storage.get_run(fresh_db, "F/1")
+    assert (run["status"], run["user"], run["rows_read"], run["match_mode"]) == ("succeeded", "alice", 10, "word")
+    with pytest.raises(ValueError):
+        storage.record_run(fresh_db, "F/1", password="x")
+
+
+def test_step_attempts_one_row_per_attempt(fresh_db):
+    storage.record_step_attempt(fresh_db, "F/1", "ingest", "2", 0, "running", "t0")
+    storage.record_step_attempt(fresh_db, "F/1", "ingest", "2", 0, "failed", "t0", "t1", 0.5,
+                                "OSError", "boom")
+    storage.record_step_attempt(fresh_db, "F/1", "ingest", "2", 1, "succeeded", "t2", "t3", 0.1)
+    attempts = storage.step_attempts(fresh_db, "F/1")
+    assert [(a["attempt"], a["status"], a["error_type"]) for a in attempts] == [
+        (0, "failed", "OSError"), (1, "succeeded", None)]
+
+
+def test_alerts_ledger(fresh_db):
+    storage.record_alert(fresh_db, "F/1", "sms", "sent", ["+331", "+332"], "body", None)
+    assert [(a["status"], a["recipients"]) for a in storage.alerts_for_run(fresh_db, "F/1")] == [
+        ("sent", "+331, +332")]

@@ -8,10 +8,6 @@ DATABASE ?= database.db
 PORT ?= 8001
 ROWS ?= 1000000
 
-# Metaflow refuses to run for an "Unknown user": provide one when the shell has none.
-export USER ?= $(shell id -un 2>/dev/null || echo enrich)
-export USERNAME ?= $(USER)
-
 .PHONY: install run test bench browse clean
 
 install: $(STAMP)

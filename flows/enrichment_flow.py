@@ -31,8 +31,10 @@ class TransactionEnrichmentFlow(FlowSpec):
     transactions = Parameter("transactions", default=str(pipeline.BUNDLED_TRANSACTIONS),
                              help="CSV file of transactions (id, amount, wording).")
     database = Parameter("database", default="database.db", help="SQLite database file to write.")
-    tags = Parameter("tags", default="", help="Tag list file, one tag per line "
-                                              "(default: TATA, TOTO, TUTU, TAXI).")
+    # "tags" is a name Metaflow reserves: the parameter is --tag-list, and algorithm.py
+    # accepts --tags as its alias.
+    tag_list = Parameter("tag-list", default="", help="Tag list file, one tag per line "
+                                                      "(default: TATA, TOTO, TUTU, TAXI). Alias: --tags.")
     match = Parameter("match", default="word", help="Tag matching: word (default) or substring.")
     simulate_failure = Parameter("simulate-failure", default="",
                                  help="Raise inside this step (or a random one) to exercise alerting.")
@@ -43,7 +45,7 @@ class TransactionEnrichmentFlow(FlowSpec):
         self.failing_step = choose_failing_step(self.simulate_failure, list(self._graph.nodes))
         self.settings = pipeline.RunSettings.resolve(
             f"{current.flow_name}/{current.run_id}", self.database, self.transactions,
-            self.tags, self.match)
+            self.tag_list, self.match)
         self.database_path = str(self.settings.database)
         self.figures = pipeline.run_started(self.settings, current.username)
         self.next(self.ingest)

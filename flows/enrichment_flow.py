@@ -1,9 +1,23 @@
-"""The transaction-enrichment flow (see :class:`TransactionEnrichmentFlow`)."""
+"""The transaction-enrichment flow (see :class:`TransactionEnrichmentFlow`).
+
+Users start it with ``python algorithm.py run``; Metaflow's ``Runner`` (the flow
+tests) starts this file directly, hence the few lines that make the project
+importable when it runs as a script.
+"""
 from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    _ROOT = str(Path(__file__).resolve().parent.parent)
+    sys.path.insert(0, _ROOT)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))
 
 from metaflow import FlowSpec, Parameter, current, exit_hook, step
 
-from enrich import pipeline
+from enrich import pipeline  # noqa: E402
 from flows.guards import (BRANCH_LOCAL_ARTIFACTS, RunFailed, choose_failing_step, database_of,
                           guarded, inherited_failures)
 
@@ -101,3 +115,7 @@ class TransactionEnrichmentFlow(FlowSpec):
             raise RunFailed("%d failure(s): %s" % (len(failures), "; ".join(
                 f"{f.step}: {f.error_type}: {f.message}" for f in failures)))
         pipeline.finish(database, f"{current.flow_name}/{current.run_id}", "succeeded")
+
+
+if __name__ == "__main__":
+    TransactionEnrichmentFlow()

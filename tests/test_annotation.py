@@ -8,21 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.reference import annotation_of as reference
 from enrich.annotation import (EXPENSE, LARGE_SALE, SALE, SMALL_EXPENSE, annotate, annotate_frame,
                                count_zero_amounts)
-
-
-def reference(amount: Decimal) -> str | None:
-    """The rule exactly as the job states it, on decimals."""
-    if amount > 300:
-        return "LARGE SALE"
-    if 0 < amount <= 300:
-        return "SALE"
-    if -200 <= amount < 0:
-        return "SMALL EXPENSE"
-    if amount < -200:
-        return "EXPENSE"
-    return None
 
 
 BOUNDARIES = [

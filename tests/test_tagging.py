@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 
 import pandas as pd
 import pytest
@@ -13,21 +12,9 @@ from enrich.tagging import (DEFAULT_TAGS, TagListError, build_tag_list, find_tag
                             normalize_text, tag_frame)
 
 
-# ------------------------------------------------------------------ the tiny independent reference
-def ref_normalize(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.category(c).startswith("M")).casefold()
-
-
-def ref_word_tags(wording: str, tags: list[str]) -> set[str]:
-    normalized = ref_normalize(wording)
-    return {tag for tag in tags
-            if re.search(r"(?<![^\W_])" + re.escape(ref_normalize(tag)) + r"(?![^\W_])", normalized)}
-
-
-def ref_substring_tags(wording: str, tags: list[str]) -> set[str]:
-    """The original job's algorithm."""
-    return {tag for tag in tags if tag in wording}
+from tests.support.reference import normalize as ref_normalize
+from tests.support.reference import substring_tags as ref_substring_tags
+from tests.support.reference import word_tags as ref_word_tags
 
 
 def expected(found: set[str]) -> tuple[int, str | None]:

@@ -1,0 +1,58 @@
+"""Running the real flow from tests: Metaflow's Runner, an isolated datastore, Twilio intercepted."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from metaflow import Runner
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOW_FILE = ROOT / "flows" / "enrichment_flow.py"
+INTERCEPT = Path(__file__).resolve().parent / "support" / "twilio_intercept"
+TOKEN = "test-auth-token-5f3c9a1e7b"
+TWILIO_ENV = {"TWILIO_ACCOUNT_SID": "AC" + "1" * 32, "TWILIO_AUTH_TOKEN": TOKEN,
+              "TWILIO_FROM": "+15005550006", "TWILIO_TO": "+33600000001"}
+
+
+@dataclass
+class FlowResult:
+    returncode: int
+    run: object
+    stdout: str
+    stderr: str
+    database: Path
+    sms: list[dict]
+
+    def query(self, sql: str, params=()) -> list[tuple]:
+        with sqlite3.connect(self.database) as conn:
+            return [tuple(row) for row in conn.execute(sql, params)]
+
+    def count(self, table: str) -> int:
+        return self.query(f"SELECT COUNT(*) FROM {table}")[0][0]
+
+
+def run_flow(workdir: Path, transactions: Path | None = None, *, database: Path | None = None,
+             twilio: bool = True, twilio_status: int = 201, **parameters) -> FlowResult:
+    """Run the flow with Runner in ``workdir``; every Twilio request is intercepted and logged."""
+    database = database or workdir / "database.db"
+    sms_log = workdir / f"sms-{len(list(workdir.glob('sms-*.jsonl')))}.jsonl"
+    env = {"PYTHONPATH": str(INTERCEPT), "ENRICH_TEST_TWILIO_LOG": str(sms_log),
+           "ENRICH_TEST_TWILIO_STATUS": str(twilio_status)}
+    if twilio:
+        env.update(TWILIO_ENV)
+    if transactions is not None:
+        parameters["transactions"] = str(transactions)
+    with Runner(str(FLOW_FILE), show_output=False, cwd=str(workdir), env=env) as runner:
+        with runner.run(database=str(database), **parameters) as running:
+            result = FlowResult(running.returncode, running.run, running.stdout, running.stderr,
+                                database, [])
+    if sms_log.exists():
+        result.sms = [json.loads(line) for line in sms_log.read_text().splitlines()]
+    return result
+
+
+def write_csv(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path

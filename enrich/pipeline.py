@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import sqlite_utils
 
-from enrich import annotation, ingest, scratch, storage, tagging
+from enrich import annotation, checks, ingest, scratch, storage, tagging
 from enrich.alerts import AlertResult, Failure, compose_failure_message, load_twilio_config, send_sms
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,8 @@ class Derived:
     path: str
     covered_runs: tuple[str, ...] | None  # None: every stored transaction was re-derived
     rows: int
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # ledger figures (runs columns)
+    distribution: dict[str, int] = field(default_factory=dict)  # category shares, for drift
     state: dict[str, str] = field(default_factory=dict)
 
 
@@ -118,7 +119,9 @@ def derive_annotations(settings: RunSettings) -> Derived:
 
     def compute(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
         result = annotation.annotate_frame(frame)
-        return result, {"annotated": len(result), "zero_amount": annotation.count_zero_amounts(frame)}
+        classes = result["annotation"].value_counts().to_dict()
+        return result, {"annotated": len(result), "zero_amount": annotation.count_zero_amounts(frame),
+                        **{f"class:{label}": int(n) for label, n in classes.items()}}
 
     return _derive(settings, storage.ANNOTATIONS, ANNOTATION_RULES_FINGERPRINT, compute)
 
@@ -148,8 +151,14 @@ def _derive(settings: RunSettings, kind: str, fingerprint: str,
         rows = scratch.write_frames(path, results(), rule.schema)
     logger.info("derived %s: %d rows, %s, covering %s", kind, rows, dict(counts),
                 "every transaction" if covered is None else f"runs {list(covered)}")
-    return Derived(kind=kind, path=str(path), covered_runs=covered, rows=rows, counts=dict(counts),
-                   state={rule.fingerprint_key: fingerprint})
+    figures = {k: v for k, v in counts.items() if not k.startswith("class:")}
+    if kind == storage.TAGS:
+        shares = dict(figures)
+    else:
+        shares = {k.removeprefix("class:"): v for k, v in counts.items() if k.startswith("class:")}
+        shares["ZERO"] = counts.get("zero_amount", 0)
+    return Derived(kind=kind, path=str(path), covered_runs=covered, rows=rows, counts=figures,
+                   distribution=shares, state={rule.fingerprint_key: fingerprint})
 
 
 def publish(settings: RunSettings, derived: Derived) -> storage.PublishStats:
@@ -157,6 +166,52 @@ def publish(settings: RunSettings, derived: Derived) -> storage.PublishStats:
     with open_database(settings.database) as db:
         return storage.publish(db, derived.kind, settings.run_id, scratch.read_frames(Path(derived.path)),
                                derived.covered_runs, state=derived.state)
+
+
+# --------------------------------------------------------------------------- checks
+def run_checks(settings: RunSettings | None, load_stats: storage.LoadStats | None,
+               derived: list[Derived], limits: checks.CheckSettings) -> list[checks.CheckResult]:
+    """Run every data check after publishing and store the verdicts (and anomalies) in the ledger."""
+    if settings is None:
+        return []
+    with open_database(settings.database) as db:
+        history = storage.recent_runs(db, settings.run_id, limits.history_runs)
+        results = []
+        if load_stats is not None:
+            results += [
+                checks.check_accounting(load_stats.rows_read, load_stats.rows_loaded,
+                                        load_stats.rows_rejected, load_stats.rows_duplicate),
+                checks.check_control_total(load_stats.cents_in_file, load_stats.cents_stored),
+                checks.check_reject_ratio(load_stats.rows_read, load_stats.rows_rejected,
+                                          limits.reject_threshold),
+                checks.check_volume(load_stats.rows_read, [r["rows_read"] for r in history
+                                                           if r["rows_read"] is not None],
+                                    limits.volume_tolerance),
+            ]
+        results.append(checks.check_annotations_complete(storage.annotation_discrepancies(db)))
+        results.append(checks.check_tags_complete(
+            checks.tag_discrepancies(storage.iter_stored_tags(db), settings.tag_list)))
+        results.append(checks.check_referential_integrity(storage.orphan_counts(db)))
+        for result in derived:
+            dimension = "tagging" if result.kind == storage.TAGS else "annotations"
+            storage.save_distribution(db, settings.run_id, dimension, result.distribution)
+            baseline = storage.distribution(db, [r["run_id"] for r in history], dimension)
+            results.append(checks.check_drift(dimension, result.distribution, baseline, limits.psi_threshold))
+        amounts = pd.concat(list(storage.iter_transactions(db, ["id", "amount_cents"], [settings.run_id])) or
+                            [pd.DataFrame({"id": [], "amount_cents": []})])
+        outliers, bounds = checks.amount_outliers(amounts, limits.mad_factor)
+        listed = outliers.head(limits.anomalies_listed)
+        results.append(checks.check_outliers(len(outliers), len(listed), bounds))
+        storage.save_check_results(db, settings.run_id, [r.as_row() for r in results], listed)
+    for result in results:
+        log = logger.info if result.passed else (logger.error if result.severity == "critical" else logger.warning)
+        log("check %s (%s): %s", result.check_name, "passed" if result.passed else "FAILED", result.message)
+    return results
+
+
+def check_failures(results: list[checks.CheckResult]) -> list[Failure]:
+    """Failed critical checks as failures for the alert."""
+    return [Failure(f"check:{r.check_name}", "CheckFailed", r.message) for r in checks.critical_failures(results)]
 
 
 # --------------------------------------------------------------------------- failure check
@@ -187,7 +242,7 @@ def run_started(settings: RunSettings, user: str) -> dict[str, object]:
 
 def load_figures(stats: storage.LoadStats) -> dict[str, int]:
     """The ledger figures of a loaded batch."""
-    return dict(vars(stats))
+    return {name: value for name, value in vars(stats).items() if name in storage.RUN_FIELDS}
 
 
 def finish(database: Path, run_id: str, status: str) -> None:

@@ -57,6 +57,8 @@ class LoadStats:
     rows_unchanged: int
     rows_rejected: int
     rows_duplicate: int
+    cents_in_file: int = 0  # control total: sum of the batch's amounts as read from the file
+    cents_stored: int = 0  # the sum stored for those ids once the batch is loaded
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,32 @@ _SCHEMA_V1: tuple[str, ...] = (
         error TEXT
     )""",
     "CREATE INDEX alerts_run ON alerts(run_id)",
+    """CREATE TABLE check_results (
+        run_id TEXT NOT NULL,
+        check_name TEXT NOT NULL,
+        severity TEXT NOT NULL CHECK (severity IN ('critical', 'warning', 'info')),
+        passed INTEGER NOT NULL CHECK (passed IN (0, 1)),
+        observed TEXT,
+        expected TEXT,
+        message TEXT NOT NULL,
+        PRIMARY KEY (run_id, check_name)
+    )""",
+    "CREATE INDEX check_results_failed ON check_results(passed, severity)",
+    """CREATE TABLE anomalies (
+        run_id TEXT NOT NULL,
+        transaction_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        amount_cents INTEGER NOT NULL,
+        detail TEXT NOT NULL,
+        PRIMARY KEY (run_id, transaction_id, kind)
+    )""",
+    """CREATE TABLE run_distributions (
+        run_id TEXT NOT NULL,
+        dimension TEXT NOT NULL,
+        category TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (run_id, dimension, category)
+    )""",
 )
 
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _SCHEMA_V1),)
@@ -250,8 +278,9 @@ def load_batch(db: sqlite_utils.Database, run_id: str, chunks: Iterable) -> Load
         conflicts = _reject_conflicting_duplicates(db)
         db.execute(_batch_from_staging_sql())
         rows_loaded = db.execute("SELECT COUNT(*) FROM temp.batch").fetchone()[0]
+        in_file = db.execute("SELECT COALESCE(SUM(amount_cents), 0) FROM temp.batch").fetchone()[0]
         db.execute(_upsert_batch_sql(), {"run_id": run_id})
-        new, updated = db.execute(_count_batch_changes_sql(), {"run_id": run_id}).fetchone()
+        new, updated, stored = db.execute(_count_batch_changes_sql(), {"run_id": run_id}).fetchone()
         db.execute("DELETE FROM rejected_rows WHERE run_id = ?", (run_id,))
         db.execute("INSERT INTO rejected_rows (run_id, line, raw, reason) "
                    "SELECT ?, line, raw, reason FROM temp.staging_rejected", (run_id,))
@@ -262,7 +291,8 @@ def load_batch(db: sqlite_utils.Database, run_id: str, chunks: Iterable) -> Load
     stats = LoadStats(rows_read=rows_read, rows_loaded=rows_loaded, rows_new=new or 0,
                       rows_updated=updated or 0,
                       rows_unchanged=rows_loaded - (new or 0) - (updated or 0),
-                      rows_rejected=rejected, rows_duplicate=rows_read - rows_loaded - rejected)
+                      rows_rejected=rejected, rows_duplicate=rows_read - rows_loaded - rejected,
+                      cents_in_file=in_file, cents_stored=stored or 0)
     logger.info("loaded batch: %s (%d conflicting ids)", stats, conflicts)
     return stats
 
@@ -333,7 +363,8 @@ def _upsert_batch_sql() -> str:
 
 def _count_batch_changes_sql() -> str:
     return """SELECT SUM(t.first_run_id = :run_id),
-                     SUM(t.first_run_id != :run_id AND t.last_changed_run_id = :run_id)
+                     SUM(t.first_run_id != :run_id AND t.last_changed_run_id = :run_id),
+                     SUM(t.amount_cents)
         FROM temp.batch b JOIN transactions t ON t.id = b.id"""
 
 
@@ -480,6 +511,93 @@ def record_alert(db: sqlite_utils.Database, run_id: str, channel: str, status: s
 def alerts_for_run(db: sqlite_utils.Database, run_id: str) -> list[dict]:
     """The alerts recorded for a run."""
     return list(db.query("SELECT * FROM alerts WHERE run_id = ? ORDER BY created_at", [run_id]))
+
+
+# --------------------------------------------------------------------------- checks
+def annotation_case_sql(column: str = "amount_cents") -> str:
+    """The annotation rules (:data:`enrich.annotation.RULES`) as one SQL CASE expression."""
+    from enrich.annotation import RULES
+
+    branches = []
+    for rule in RULES:
+        bounds = [f"{column} >= {rule.low_cents}" if rule.low_cents is not None else "",
+                  f"{column} <= {rule.high_cents}" if rule.high_cents is not None else ""]
+        branches.append(f"WHEN {' AND '.join(b for b in bounds if b)} THEN '{rule.label}'")
+    return f"CASE {' '.join(branches)} ELSE NULL END"
+
+
+def annotation_discrepancies(db: sqlite_utils.Database) -> dict[str, int]:
+    """Over the whole database: annotations missing, wrong, or present on a zero amount."""
+    expected = annotation_case_sql("t.amount_cents")
+    row = db.execute(f"""SELECT
+            SUM(a.transaction_id IS NULL AND t.amount_cents != 0),
+            SUM(a.transaction_id IS NOT NULL AND a.annotation IS NOT ({expected})),
+            SUM(a.transaction_id IS NOT NULL AND t.amount_cents = 0),
+            COUNT(*)
+        FROM transactions t LEFT JOIN annotations a ON a.transaction_id = t.id""").fetchone()
+    return {"missing": row[0] or 0, "wrong": row[1] or 0, "unexpected": row[2] or 0, "checked": row[3]}
+
+
+def iter_stored_tags(db: sqlite_utils.Database, chunk_rows: int = READ_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """Every transaction's id and wording with its stored tag (None if untagged), by id."""
+    cursor = db.execute("SELECT t.id, t.wording, g.tag FROM transactions t "
+                        "LEFT JOIN tags g ON g.transaction_id = t.id ORDER BY t.id")
+    while rows := cursor.fetchmany(chunk_rows):
+        yield pd.DataFrame.from_records(rows, columns=["id", "wording", "tag"])
+
+
+def orphan_counts(db: sqlite_utils.Database) -> dict[str, int]:
+    """Tags and annotations whose transaction does not exist (referential integrity)."""
+    return {table: db.execute(f"SELECT COUNT(*) FROM {table} WHERE transaction_id NOT IN "
+                              "(SELECT id FROM transactions)").fetchone()[0]
+            for table in ("tags", "annotations")}
+
+
+def recent_runs(db: sqlite_utils.Database, before_run: str, limit: int = 7) -> list[dict]:
+    """The last ``limit`` succeeded runs that started before ``before_run``, newest first."""
+    return list(db.query("""SELECT * FROM runs WHERE status = 'succeeded'
+            AND started_at < COALESCE((SELECT started_at FROM runs WHERE run_id = :run), '9999')
+            ORDER BY started_at DESC LIMIT :limit""", {"run": before_run, "limit": limit}))
+
+
+def save_distribution(db: sqlite_utils.Database, run_id: str, dimension: str,
+                      counts: dict[str, int]) -> None:
+    """Store one run's category counts for a dimension (e.g. annotation classes)."""
+    with write_transaction(db):
+        db.execute("DELETE FROM run_distributions WHERE run_id = ? AND dimension = ?", (run_id, dimension))
+        db.conn.executemany("INSERT INTO run_distributions (run_id, dimension, category, count) "
+                            "VALUES (?, ?, ?, ?)",
+                            [(run_id, dimension, category, int(n)) for category, n in counts.items()])
+
+
+def distribution(db: sqlite_utils.Database, run_ids: Sequence[str], dimension: str) -> dict[str, int]:
+    """Category counts for a dimension, summed over ``run_ids``."""
+    marks = ", ".join("?" for _ in run_ids) or "NULL"
+    rows = db.execute(f"SELECT category, SUM(count) FROM run_distributions WHERE dimension = ? "
+                      f"AND run_id IN ({marks}) GROUP BY category", [dimension, *run_ids]).fetchall()
+    return {category: int(n) for category, n in rows}
+
+
+def save_check_results(db: sqlite_utils.Database, run_id: str, results: Iterable[dict],
+                       anomalies: pd.DataFrame | None = None) -> None:
+    """Replace a run's check results (and its anomalies), in one transaction."""
+    with write_transaction(db):
+        db.execute("DELETE FROM check_results WHERE run_id = ?", (run_id,))
+        db.conn.executemany(
+            "INSERT INTO check_results (run_id, check_name, severity, passed, observed, expected, message) "
+            "VALUES (:run_id, :check_name, :severity, :passed, :observed, :expected, :message)",
+            [{**result, "run_id": run_id, "passed": int(result["passed"])} for result in results])
+        if anomalies is not None:
+            db.execute("DELETE FROM anomalies WHERE run_id = ?", (run_id,))
+            db.conn.executemany(
+                "INSERT INTO anomalies (run_id, transaction_id, kind, amount_cents, detail) VALUES (?, ?, ?, ?, ?)",
+                zip([run_id] * len(anomalies), anomalies["transaction_id"].tolist(), anomalies["kind"].tolist(),
+                    anomalies["amount_cents"].tolist(), anomalies["detail"].tolist()))
+
+
+def check_results(db: sqlite_utils.Database, run_id: str) -> list[dict]:
+    """A run's check results."""
+    return list(db.query("SELECT * FROM check_results WHERE run_id = ? ORDER BY check_name", [run_id]))
 
 
 # --------------------------------------------------------------------------- reading back

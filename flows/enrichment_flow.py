@@ -17,7 +17,7 @@ if __name__ == "__main__":
 
 from metaflow import FlowSpec, Parameter, current, exit_hook, step
 
-from enrich import pipeline  # noqa: E402
+from enrich import checks, pipeline  # noqa: E402
 from flows.guards import (BRANCH_LOCAL_ARTIFACTS, RunFailed, choose_failing_step, database_of,
                           guarded, inherited_failures)
 
@@ -35,8 +35,10 @@ class TransactionEnrichmentFlow(FlowSpec):
          for new and changed rows, reading them from the database.
       4. publish_tags and publish_annotations: write each result in one transaction; the
          branches are independent, a failure in one never stops the other.
-      5. join: gather both branches' figures and failures.
-      6. end: the failure check: one SMS listing every failure, then a non-zero exit.
+      5. join: gather both branches, then run the data checks over the whole database
+         (accounting, control total, completeness, integrity, reject ratio, volume, drift, outliers).
+      6. end: the failure check: one SMS listing every failure and failed critical check,
+         then a non-zero exit.
 
     Every step but end is guarded by @retry and @catch and by a ledger wrapper, all applied in
     one place (flows/guards.py).
@@ -52,6 +54,8 @@ class TransactionEnrichmentFlow(FlowSpec):
     match = Parameter("match", default="word", help="Tag matching: word (default) or substring.")
     simulate_failure = Parameter("simulate-failure", default="",
                                  help="Raise inside this step (or a random one) to exercise alerting.")
+    reject_threshold = Parameter("reject-threshold", default=0.01, type=float,
+                                 help="Largest share of rejected rows before the run fails.")
 
     @step
     def start(self):
@@ -99,15 +103,20 @@ class TransactionEnrichmentFlow(FlowSpec):
 
     @step
     def join(self, inputs):
-        """Gather both branches: their failures, and their artifacts for the report."""
+        """Gather both branches, then check the whole database: every transaction accounted for,
+        tagged and annotated exactly by the rules (critical), and no unusual volume, drift or
+        amounts (warnings)."""
         self.failures = inherited_failures(self, inputs)
         self.merge_artifacts(inputs, exclude=list(BRANCH_LOCAL_ARTIFACTS))
+        derived = [getattr(self, name) for name in ("tags_derived", "annotations_derived") if hasattr(self, name)]
+        self.checks = pipeline.run_checks(getattr(self, "settings", None), getattr(self, "load_stats", None),
+                                          derived, checks.CheckSettings(reject_threshold=self.reject_threshold))
         self.next(self.end)
 
     @step
     def end(self):
         """Failure check: on any failure send one SMS, then fail the run (non-zero exit)."""
-        failures = inherited_failures(self, None)
+        failures = inherited_failures(self, None) + pipeline.check_failures(getattr(self, "checks", []))
         database = database_of(self)
         if failures:
             self.alert = pipeline.alert_failures(database, current.flow_name, current.run_id, failures)

@@ -1,0 +1,1266 @@
+"""Parse and validate the bank-transaction CSV file, in bounded-memory chunks.
+
+This module only reads and checks; it never imports Metaflow and never opens
+a database (the storage module stores what :func:`read_chunks` yields).
+
+Input contract
+==============
+
+Encoding and framing
+    UTF-8, with an optional UTF-8 byte order mark at the very start of the
+    file.  Records end with LF or CRLF (``\\n`` / ``\\r\\n``); exactly one
+    ``\\r`` before the ``\\n`` (or before the end of the file) is dropped.
+    Quoting follows RFC 4180: a field that *starts* with ``"`` is quoted, runs
+    to the matching closing ``"``, may contain commas, CR and LF, and writes a
+    quote as ``""``.  A ``"`` inside an unquoted field (``12" TV``) is kept as
+    literal text, like Python's :mod:`csv` module does.  Blank physical lines
+    (empty, or only ``\\r``) are skipped and are not rows.
+
+Header
+    The first non-blank record.  It must name at least ``id``, ``amount`` and
+    ``wording``, in any order; names are compared after stripping surrounding
+    whitespace, case-insensitively, and may be quoted.  Other columns are
+    allowed and ignored.  Every record must have as many fields as the header.
+
+``id``
+    A positive integer: ASCII digits only (leading zeros allowed), optional
+    surrounding spaces/tabs, from 1 to 9223372036854775807.
+
+``amount``
+    A plain decimal number: optional ``+``/``-`` sign, ASCII digits, an
+    optional ``.`` decimal point (``12``, ``12.5``, ``-0.99``, ``.5``, ``5.``),
+    no thousands separator, no exponent, optional surrounding spaces/tabs.  It
+    must be exact in cents (``300.000`` is accepted, ``300.001`` is not) and
+    have at most 15 integer digits once leading zeros are dropped.  It is
+    returned as integer cents (int64).
+
+``wording``
+    Any text, possibly empty, kept verbatim (only RFC 4180 unquoting is
+    applied: no stripping, NUL characters are kept).
+
+What happens to bad input
+=========================
+
+A record that breaks the contract is *not* fatal: it is returned in
+:attr:`ParsedChunk.rejected` with the 1-based physical line where it starts
+(the header is line 1), its raw text (the record's bytes without the line
+terminator, decoded as UTF-8 with ``errors="backslashreplace"``) and a reason
+starting with one of the ``REASON_*`` prefixes below, then parsing goes on.
+Checks run in this order: quoting and size (``unclosed quote``,
+``malformed quoting``, ``record too long``), then ``invalid UTF-8``, then
+``wrong field count``, then ``bad id``, then ``bad amount``.
+
+For the three quoting/size problems the framing of the record itself is in
+doubt, so only the *physical line* where the record starts is rejected and
+parsing resumes on the next physical line: an unclosed quote cannot swallow
+the rest of the file.  For ``record too long`` the raw text is cut to its
+first :data:`TOO_LONG_RAW_PREVIEW_BYTES` bytes.
+
+Problems with the file as a whole raise :class:`InputFileError` (or a
+subclass) before anything is yielded: missing, unreadable or directory path,
+empty file, header that is not valid CSV or not valid UTF-8, missing or
+duplicated required column.  The messages name the file, the problem and the
+fix.
+
+Duplicate ids are *not* detected here: the storage layer does that over the
+whole file.  Every valid row is returned with its line number.
+
+Implementation
+==============
+
+The file is read in binary blocks of about ``chunk_bytes``.  On each block,
+numpy finds the quote, comma and newline bytes; the parity of the number of
+quotes before a comma or newline tells whether it is inside a quoted field
+(RFC 4180 escaped quotes keep the parity right).  That is only correct when
+every quote is well placed, which is checked vectorized: an opening quote must
+start a field and a closing quote must end one.  Records around a misplaced
+quote (or a too-long record) are handed, one at a time, to an exact
+pure-Python record parser (:func:`_scan_record`) implementing the same
+grammar; the vectorized path then resumes right after that record.  Fields are
+cut zero-copy out of the block with pyarrow, and ids, amounts and UTF-8 are
+validated with numpy / pyarrow compute.  Only rejected rows and records around
+misplaced quotes go through per-row Python code.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import BinaryIO, Final
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from numpy.lib.stride_tricks import as_strided
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "DEFAULT_MAX_RECORD_BYTES",
+    "DuplicateColumnError",
+    "EmptyFileError",
+    "InputFileError",
+    "MalformedHeaderError",
+    "MissingColumnError",
+    "ParsedChunk",
+    "REASON_BAD_AMOUNT",
+    "REASON_BAD_ID",
+    "REASON_INVALID_UTF8",
+    "REASON_MALFORMED_QUOTING",
+    "REASON_RECORD_TOO_LONG",
+    "REASON_UNCLOSED_QUOTE",
+    "REASON_WRONG_FIELD_COUNT",
+    "REQUIRED_COLUMNS",
+    "parse_amounts",
+    "parse_ids",
+    "read_chunks",
+]
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("id", "amount", "wording")
+DEFAULT_CHUNK_BYTES: int = 16 * 1024 * 1024
+DEFAULT_MAX_RECORD_BYTES: int = 16 * 1024 * 1024
+
+MAX_ID: Final[int] = 9223372036854775807
+MAX_AMOUNT_INTEGER_DIGITS: Final[int] = 15
+#: Raw text kept for a ``record too long`` rejection (the record may be huge).
+TOO_LONG_RAW_PREVIEW_BYTES: Final[int] = 1024
+
+# Rejection reasons: every reason is "<prefix>: <detail>".
+REASON_WRONG_FIELD_COUNT: Final[str] = "wrong field count"
+REASON_INVALID_UTF8: Final[str] = "invalid UTF-8"
+REASON_BAD_ID: Final[str] = "bad id"
+REASON_BAD_AMOUNT: Final[str] = "bad amount"
+REASON_UNCLOSED_QUOTE: Final[str] = "unclosed quote"
+REASON_MALFORMED_QUOTING: Final[str] = "malformed quoting"
+REASON_RECORD_TOO_LONG: Final[str] = "record too long"
+
+_BOM: Final[bytes] = b"\xef\xbb\xbf"
+_NL: Final[int] = 0x0A
+_CR: Final[int] = 0x0D
+_COMMA: Final[int] = 0x2C
+_QUOTE: Final[int] = 0x22
+_MAX_ID_DIGITS: Final[str] = str(MAX_ID)
+_ID_PATTERN: Final[str] = r"^[ \t]*(?P<digits>[0-9]+)[ \t]*$"
+_AMOUNT_PATTERN: Final[str] = (
+    r"^[ \t]*(?P<sign>[+-]?)(?P<int>[0-9]*)(?:\.(?P<frac>[0-9]*))?[ \t]*$"
+)
+_UNQUOTED_FIELD: Final[re.Pattern[bytes]] = re.compile(rb"[^,\n]*")
+_ID_RE: Final[re.Pattern[str]] = re.compile(_ID_PATTERN)
+_AMOUNT_RE: Final[re.Pattern[str]] = re.compile(_AMOUNT_PATTERN)
+
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+ByteArray = npt.NDArray[np.uint8]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class InputFileError(Exception):
+    """The input file as a whole cannot be ingested; nothing should be stored."""
+
+
+class EmptyFileError(InputFileError):
+    """The file has no header record (it is empty or only blank lines)."""
+
+
+class MalformedHeaderError(InputFileError):
+    """The header record is not valid CSV or not valid UTF-8."""
+
+
+class MissingColumnError(InputFileError):
+    """The header lacks one of :data:`REQUIRED_COLUMNS`."""
+
+
+class DuplicateColumnError(InputFileError):
+    """The header names one of :data:`REQUIRED_COLUMNS` more than once."""
+
+
+# --------------------------------------------------------------------------- result
+
+
+@dataclass(frozen=True)
+class ParsedChunk:
+    """The rows parsed from one block of the file.
+
+    ``valid`` has the columns ``line`` (int64), ``id`` (int64),
+    ``amount_cents`` (int64) and ``wording`` (pandas ``str``); ``rejected``
+    has ``line`` (int64), ``raw`` (``str``) and ``reason`` (``str``).  Both use
+    a RangeIndex and are sorted by line.
+    """
+
+    valid: pd.DataFrame
+    rejected: pd.DataFrame
+
+    @property
+    def rows_read(self) -> int:
+        """Number of records in this chunk, valid or not (blank lines excluded)."""
+        return len(self.valid) + len(self.rejected)
+
+
+def _valid_frame(line: IntArray, ids: IntArray, cents: IntArray, wording: pa.Array) -> pd.DataFrame:
+    words = wording.to_pandas()
+    return pd.DataFrame(
+        {
+            "line": np.asarray(line, dtype=np.int64),
+            "id": np.asarray(ids, dtype=np.int64),
+            "amount_cents": np.asarray(cents, dtype=np.int64),
+            "wording": words.array if isinstance(words, pd.Series) else words,
+        }
+    )
+
+
+def _rejected_frame(line: list[int], raw: list[str], reason: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "line": np.asarray(line, dtype=np.int64),
+            "raw": pd.Series(raw, dtype="str").array,
+            "reason": pd.Series(reason, dtype="str").array,
+        }
+    )
+
+
+# --------------------------------------------------------------------------- value parsing
+
+
+def _trunc(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _id_problem(text: str) -> str:
+    """Reason (with prefix) why ``text`` is not a valid id."""
+    match = _ID_RE.match(text)
+    if match is None:
+        return f"{REASON_BAD_ID}: {_trunc(text)} is not a positive integer"
+    if int(match.group(1)) == 0:
+        return f"{REASON_BAD_ID}: {_trunc(text)} is not a positive integer (must be at least 1)"
+    return f"{REASON_BAD_ID}: {_trunc(text)} is out of range (at most {MAX_ID})"
+
+
+def _amount_problem(text: str) -> str:
+    """Reason (with prefix) why ``text`` is not a valid amount."""
+    match = _AMOUNT_RE.match(text)
+    if match is None or not (match.group(2) or match.group(3)):
+        return f"{REASON_BAD_AMOUNT}: {_trunc(text)} is not a plain decimal number like -12.34"
+    if len(match.group(2).lstrip("0")) > MAX_AMOUNT_INTEGER_DIGITS:
+        return (
+            f"{REASON_BAD_AMOUNT}: {_trunc(text)} is out of range "
+            f"(more than {MAX_AMOUNT_INTEGER_DIGITS} integer digits)"
+        )
+    return f"{REASON_BAD_AMOUNT}: {_trunc(text)} is not exact in cents"
+
+
+def _to_large_string(values: pa.Array) -> pa.Array:
+    if pa.types.is_large_string(values.type):
+        return values
+    return values.cast(pa.large_string())
+
+
+def _ids_regex(values: pa.Array) -> tuple[IntArray, BoolArray]:
+    """Full-grammar id parsing of a string array with pyarrow regexes: (ids, ok), 0 where not ok."""
+    values = _to_large_string(values)
+    if len(values) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.bool_)
+    digits = pc.struct_field(pc.extract_regex(values, _ID_PATTERN), [0])
+    significant = pc.ascii_ltrim(digits, characters="0")
+    length = pc.binary_length(significant)
+    ok = pc.and_(
+        pc.greater(length, 0),
+        pc.or_(
+            pc.less(length, len(_MAX_ID_DIGITS)),
+            pc.and_(
+                pc.equal(length, len(_MAX_ID_DIGITS)),
+                pc.less_equal(significant, _MAX_ID_DIGITS),
+            ),
+        ),
+    )
+    ok_np = np.asarray(ok.fill_null(False).to_numpy(zero_copy_only=False), dtype=np.bool_)
+    zero = pa.scalar("0", pa.large_string())
+    cleaned = pc.if_else(ok, significant, zero).fill_null(zero)
+    ids = pc.cast(cleaned, pa.int64()).to_numpy(zero_copy_only=False)
+    return np.array(ids, dtype=np.int64), ok_np
+
+
+def _amounts_regex(values: pa.Array) -> tuple[IntArray, BoolArray]:
+    """Full-grammar amount parsing of a string array with pyarrow regexes: (cents, ok)."""
+    values = _to_large_string(values)
+    if len(values) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.bool_)
+    parts = pc.extract_regex(values, _AMOUNT_PATTERN)
+    sign = pc.struct_field(parts, [0])
+    integer = pc.struct_field(parts, [1])
+    frac = pc.struct_field(parts, [2])
+    significant = pc.ascii_ltrim(integer, characters="0")
+    has_digit = pc.or_(
+        pc.greater(pc.binary_length(integer), 0), pc.greater(pc.binary_length(frac), 0)
+    )
+    in_range = pc.less_equal(pc.binary_length(significant), MAX_AMOUNT_INTEGER_DIGITS)
+    # Digits after the second decimal must all be zeros.
+    tail = pc.utf8_slice_codeunits(frac, 2)
+    exact = pc.equal(pc.binary_length(pc.ascii_rtrim(tail, characters="0")), 0)
+    ok = pc.and_(pc.and_(has_digit, in_range), exact)
+    ok_np = np.asarray(ok.fill_null(False).to_numpy(zero_copy_only=False), dtype=np.bool_)
+    zero, zeros, empty = (pa.scalar(t, pa.large_string()) for t in ("0", "00", ""))
+    int_text = pc.if_else(ok, pc.binary_join_element_wise(zero, significant, empty), zero)
+    frac_text = pc.if_else(
+        ok, pc.utf8_slice_codeunits(pc.binary_join_element_wise(frac, zeros, empty), 0, 2), zero
+    )
+    whole = pc.cast(int_text.fill_null(zero), pa.int64()).to_numpy(zero_copy_only=False)
+    cents = pc.cast(frac_text.fill_null(zero), pa.int64()).to_numpy(zero_copy_only=False)
+    negative = pc.equal(sign, "-").fill_null(False).to_numpy(zero_copy_only=False)
+    total = np.asarray(whole, dtype=np.int64) * 100 + np.asarray(cents, dtype=np.int64)
+    return np.where(negative, -total, total).astype(np.int64), ok_np
+
+
+# Fast path: SWAR ("SIMD within a register") decimal parsing on uint64 words.
+_WINDOW: Final[int] = 16
+_U64: Final[np.dtype[np.uint64]] = np.dtype("<u8")
+_ASCII_ZEROS: Final[np.uint64] = np.uint64(0x3030303030303030)
+_HIGH_NIBBLES: Final[np.uint64] = np.uint64(0xF0F0F0F0F0F0F0F0)
+_LOW_NIBBLES: Final[np.uint64] = np.uint64(0x0F0F0F0F0F0F0F0F)
+_SIXES: Final[np.uint64] = np.uint64(0x0606060606060606)
+_TOP_BYTES: Final[npt.NDArray[np.uint64]] = np.array(
+    [((1 << 64) - 1) ^ ((1 << (8 * (8 - k))) - 1) for k in range(9)], dtype=np.uint64
+)
+
+
+class _Padded:
+    """A byte array padded with 16 ``'0'`` bytes in front and 16 NUL bytes behind,
+    so that fixed-width windows and lookarounds never leave the array."""
+
+    def __init__(self, data: ByteArray) -> None:
+        padded = np.empty(data.size + 2 * _WINDOW, dtype=np.uint8)
+        padded[:_WINDOW] = 0x30
+        padded[_WINDOW : _WINDOW + data.size] = data
+        padded[_WINDOW + data.size :] = 0
+        self.padded = padded
+        self.size = data.size
+
+    def chars(self, pos: IntArray) -> ByteArray:
+        """``data[pos]``, for ``-16 <= pos < len(data) + 16`` (padding outside)."""
+        return self.padded[pos + _WINDOW]
+
+    def words(self, ends: IntArray) -> npt.NDArray[np.uint64]:
+        """The 8 bytes before each end (``-8 <= end <= len(data) + 8``), as little-endian uint64."""
+        every_offset = np.ndarray(
+            shape=(self.size + _WINDOW + 1,),
+            dtype=_U64,
+            buffer=self.padded,
+            offset=_WINDOW - 8,
+            strides=(1,),
+        )
+        return every_offset[ends]
+
+
+def _eight_digits(word: npt.NDArray[np.uint64], n_digits: IntArray) -> tuple[npt.NDArray[np.uint64], BoolArray]:
+    """Value of the last ``n_digits`` (0..8) bytes of each little-endian word, if all are ASCII digits."""
+    mask = _TOP_BYTES[n_digits]
+    x = (word & mask) | (_ASCII_ZEROS & ~mask)
+    ok = ((x & _HIGH_NIBBLES) == _ASCII_ZEROS) & (((x + _SIXES) & _HIGH_NIBBLES) == _ASCII_ZEROS)
+    x &= _LOW_NIBBLES
+    x *= np.uint64(2561)
+    x >>= np.uint64(8)
+    x &= np.uint64(0x00FF00FF00FF00FF)
+    x *= np.uint64(6553601)
+    x >>= np.uint64(16)
+    x &= np.uint64(0x0000FFFF0000FFFF)
+    x *= np.uint64(42949672960001)
+    x >>= np.uint64(32)
+    return x, ok
+
+
+def _digits(data: _Padded, ends: IntArray, length: IntArray) -> tuple[IntArray, BoolArray]:
+    """Parse ``data[ends-length:ends]`` as 0 to 16 ASCII digits: (value, ok)."""
+    ok = (length >= 0) & (length <= _WINDOW)
+    if not ok.all():
+        ends = np.where(ok, ends, 0)
+        length = np.where(ok, length, 0)
+    low, low_ok = _eight_digits(data.words(ends), np.minimum(length, 8))
+    if length.size == 0 or int(length.max()) <= 8:
+        return low.view(np.int64), ok & low_ok
+    high, high_ok = _eight_digits(data.words(ends - 8), np.maximum(length - 8, 0))
+    value = high * np.uint64(100_000_000) + low
+    return value.view(np.int64), ok & low_ok & high_ok
+
+
+def _ids_canonical(data: _Padded, starts: IntArray, ends: IntArray) -> tuple[IntArray, BoolArray]:
+    """Fast parse of ids written as 1 to 16 plain digits with a value >= 1.
+
+    Returns (ids, ok); ``ok`` is False for anything else, which may still be
+    valid (spaces, 19 digits, quotes...) and must go through :func:`_ids_regex`.
+    """
+    length = ends - starts
+    value, ok = _digits(data, ends, length)
+    return value, ok & (length >= 1) & (value > 0)
+
+
+def _amounts_canonical(data: _Padded, starts: IntArray, ends: IntArray) -> tuple[IntArray, BoolArray]:
+    """Fast parse of amounts like ``-12``, ``+12.5``, ``.05``, ``5.`` (no spaces, at
+    most 2 decimals, at most 15 integer digits): (cents, ok).  ``ok`` is False
+    for anything else, which must go through :func:`_amounts_regex`."""
+    length = ends - starts
+    first = data.chars(starts)
+    c0, c1, c2 = data.chars(ends - 1), data.chars(ends - 2), data.chars(ends - 3)
+    negative = (first == 0x2D) & (length >= 1)
+    signed = negative | ((first == 0x2B) & (length >= 1))
+    dot2 = (c2 == 0x2E) & (length >= 3)
+    dot1 = (c1 == 0x2E) & (length >= 2) & ~dot2
+    dot0 = (c0 == 0x2E) & (length >= 1) & ~dot2 & ~dot1
+    n_frac = dot2.astype(np.int64) * 2 + dot1  # digits after the dot
+    int_start = starts + signed
+    int_end = ends - n_frac - (dot2 | dot1 | dot0)
+    int_len = int_end - int_start
+    whole, ok = _digits(data, int_end, int_len)
+    d0 = c0 - np.uint8(0x30)
+    d1 = c1 - np.uint8(0x30)
+    ok &= ~(dot2 | dot1) | (d0 <= 9)
+    ok &= ~dot2 | (d1 <= 9)
+    ok &= (int_len <= MAX_AMOUNT_INTEGER_DIGITS) & ((int_len + n_frac) >= 1)
+    frac = np.where(dot2, d1.astype(np.int64) * 10 + d0, np.where(dot1, d0.astype(np.int64) * 10, 0))
+    cents = whole * 100 + frac
+    return np.where(negative, -cents, cents), ok
+
+
+def _arrow_positions(values: pa.Array) -> tuple[ByteArray, IntArray, IntArray]:
+    """(data, starts, ends) of a large_string array, zero-copy."""
+    _, offsets_buf, data_buf = values.buffers()
+    count = len(values)
+    if offsets_buf is None:
+        zeros = np.zeros(count, np.int64)
+        return np.zeros(0, np.uint8), zeros, zeros
+    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[values.offset : values.offset + count + 1]
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    return data, offsets[:-1], offsets[1:]
+
+
+def _ids_text(values: pa.Array) -> tuple[IntArray, BoolArray]:
+    """Parse a string array of ids: numpy fast path, regexes for the rest; nulls are not ok."""
+    values = _to_large_string(values)
+    data, starts, ends = _arrow_positions(values)
+    ids, ok = _ids_canonical(_Padded(data), starts, ends)
+    ok &= np.asarray(values.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
+    if not ok.all():
+        redo = np.flatnonzero(~ok)
+        ids[redo], ok[redo] = _ids_regex(values.take(pa.array(redo)))
+    return ids, ok
+
+
+def _amounts_text(values: pa.Array) -> tuple[IntArray, BoolArray]:
+    """Parse a string array of amounts: numpy fast path, regexes for the rest; nulls are not ok."""
+    values = _to_large_string(values)
+    data, starts, ends = _arrow_positions(values)
+    cents, ok = _amounts_canonical(_Padded(data), starts, ends)
+    ok &= np.asarray(values.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
+    if not ok.all():
+        redo = np.flatnonzero(~ok)
+        cents[redo], ok[redo] = _amounts_regex(values.take(pa.array(redo)))
+    return cents, ok
+
+
+def _series_to_arrow(text: pd.Series) -> pa.Array:
+    arr = pa.array(text, from_pandas=True)
+    if pa.types.is_null(arr.type):
+        return pa.nulls(len(arr), pa.large_string())
+    return arr.cast(pa.large_string())
+
+
+def parse_amounts(text: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Parse decimal amount texts to integer cents, vectorized.
+
+    Follows the ``amount`` rules of the module docstring.  Returns
+    ``(cents, reasons)`` aligned on ``text.index``: ``cents`` is an ``Int64``
+    series (NA where invalid) and ``reasons`` a ``string`` series holding the
+    ``bad amount: ...`` reason where invalid and NA where valid.  Missing
+    values (None/NA) are invalid.
+    """
+    arr = _series_to_arrow(text)
+    cents, ok = _amounts_text(arr)
+    reasons: list[str | None] = [None] * len(arr)
+    for i in np.flatnonzero(~ok).tolist():
+        value = arr[i].as_py()
+        reasons[i] = f"{REASON_BAD_AMOUNT}: missing value" if value is None else _amount_problem(value)
+    return (
+        pd.Series(pd.arrays.IntegerArray(cents, ~ok), index=text.index, name=text.name),
+        pd.Series(reasons, index=text.index, dtype="string", name=text.name),
+    )
+
+
+def parse_ids(text: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Parse id texts to int64, vectorized; same conventions as :func:`parse_amounts`."""
+    arr = _series_to_arrow(text)
+    ids, ok = _ids_text(arr)
+    reasons: list[str | None] = [None] * len(arr)
+    for i in np.flatnonzero(~ok).tolist():
+        value = arr[i].as_py()
+        reasons[i] = f"{REASON_BAD_ID}: missing value" if value is None else _id_problem(value)
+    return (
+        pd.Series(pd.arrays.IntegerArray(ids, ~ok), index=text.index, name=text.name),
+        pd.Series(reasons, index=text.index, dtype="string", name=text.name),
+    )
+
+
+# --------------------------------------------------------------------------- exact record scanner
+
+_RECORD: Final[int] = 0
+_BLANK: Final[int] = 1
+_ERROR: Final[int] = 2
+_NEED_MORE: Final[int] = 3
+
+
+@dataclass(slots=True)
+class _Scan:
+    """Outcome of scanning one record with the exact (slow) parser.
+
+    ``_RECORD``: ``fields`` are unquoted and ``content_end`` ends the record
+    text.  ``_ERROR``: ``content_end`` ends the raw text to report and
+    ``reason`` is set; ``next_pos == -1`` means the rejected line goes on past
+    the end of the buffer.
+    """
+
+    kind: int
+    next_pos: int = -1
+    content_end: int = -1
+    fields: list[bytes] = field(default_factory=list)
+    reason: str = ""
+
+
+_SCAN_NEED_MORE: Final[_Scan] = _Scan(_NEED_MORE)
+
+
+def _too_long(buf: bytes, start: int, n: int, final: bool, max_record_bytes: int) -> _Scan:
+    """Reject the physical line at ``start`` as too long (raw text cut to a preview)."""
+    preview = min(TOO_LONG_RAW_PREVIEW_BYTES, max_record_bytes)
+    newline = buf.find(b"\n", start, n)
+    if newline >= 0:
+        end, next_pos = newline, newline + 1
+    elif final:
+        end, next_pos = n, n
+    else:
+        end, next_pos = n, -1
+    if next_pos >= 0 and end > start and buf[end - 1] == _CR:
+        end -= 1
+    reason = (
+        f"{REASON_RECORD_TOO_LONG}: the record starting on this line is longer than "
+        f"{max_record_bytes} bytes (raw text cut to its first {preview} bytes)"
+    )
+    return _Scan(_ERROR, next_pos=next_pos, content_end=min(end, start + preview), reason=reason)
+
+
+def _scan_record(buf: bytes, start: int, n: int, final: bool, max_record_bytes: int) -> _Scan:
+    """Scan the record starting at ``start`` (a physical line start) with the exact grammar.
+
+    ``buf[:n]`` is the data at hand and ``final`` says it reaches the end of
+    the file.  Only ``buf[start:start + max_record_bytes + 2]`` is looked at
+    for the record itself, so the outcome never depends on how the file was
+    cut into blocks.
+    """
+    limit = start + max_record_bytes + 2
+    vend = min(n, limit)
+    vfinal = final and n <= limit
+    exhausted = not vfinal and vend == limit
+
+    def line_error(reason: str) -> _Scan:
+        newline = buf.find(b"\n", start, vend)
+        if newline >= 0:
+            end, next_pos = newline, newline + 1
+        elif vfinal:
+            end, next_pos = vend, vend
+        elif exhausted:
+            return _too_long(buf, start, n, final, max_record_bytes)
+        else:
+            return _SCAN_NEED_MORE
+        if end > start and buf[end - 1] == _CR:
+            end -= 1
+        return _Scan(_ERROR, next_pos=next_pos, content_end=end, reason=reason)
+
+    def more() -> _Scan:
+        return _too_long(buf, start, n, final, max_record_bytes) if exhausted else _SCAN_NEED_MORE
+
+    pos = start
+    fields: list[bytes] = []
+    while True:
+        if pos < vend and buf[pos] == _QUOTE:
+            chunk_start = pos + 1
+            parts: list[bytes] = []
+            while True:
+                close = buf.find(b'"', chunk_start, vend)
+                if close < 0:
+                    if vfinal:
+                        return line_error(
+                            f"{REASON_UNCLOSED_QUOTE}: field {len(fields) + 1} opens a quote "
+                            "that is never closed before the end of the file"
+                        )
+                    return more()
+                if close + 1 < vend:
+                    if buf[close + 1] == _QUOTE:
+                        parts.append(buf[chunk_start : close + 1])
+                        chunk_start = close + 2
+                        continue
+                elif not vfinal:
+                    return more()
+                parts.append(buf[chunk_start:close])
+                pos = close + 1
+                break
+            fields.append(parts[0] if len(parts) == 1 else b"".join(parts))
+            if pos >= vend:
+                content_end = next_pos = pos
+                break
+            char = buf[pos]
+            if char == _COMMA:
+                pos += 1
+                continue
+            if char == _NL:
+                content_end, next_pos = pos, pos + 1
+                break
+            if char == _CR:
+                if pos + 1 < vend:
+                    if buf[pos + 1] == _NL:
+                        content_end, next_pos = pos, pos + 2
+                        break
+                elif vfinal:
+                    content_end, next_pos = pos, pos + 1
+                    break
+                else:
+                    return more()
+            return line_error(
+                f"{REASON_MALFORMED_QUOTING}: text after the closing quote of field {len(fields)} "
+                "(a quoted field must be followed by a comma or the end of the line)"
+            )
+        match = _UNQUOTED_FIELD.match(buf, pos, vend)
+        stop = match.end() if match is not None else pos
+        if stop < vend:
+            if buf[stop] == _COMMA:
+                fields.append(buf[pos:stop])
+                pos = stop + 1
+                continue
+            next_pos = stop + 1
+        elif vfinal:
+            next_pos = stop
+        else:
+            return more()
+        end = stop
+        if end > pos and buf[end - 1] == _CR:
+            end -= 1
+        fields.append(buf[pos:end])
+        content_end = end
+        break
+    if content_end == start:
+        return _Scan(_BLANK, next_pos=next_pos, content_end=content_end)
+    if content_end - start > max_record_bytes:
+        return _too_long(buf, start, n, final, max_record_bytes)
+    return _Scan(_RECORD, next_pos=next_pos, content_end=content_end, fields=fields)
+
+
+# --------------------------------------------------------------------------- vectorized framing
+
+
+class _Block:
+    """Byte-level analysis of one buffer: whole records plus maybe a trailing partial one.
+
+    The buffer always starts at the start of a physical line.
+    """
+
+    def __init__(self, buf: bytes, final: bool, max_record_bytes: int) -> None:
+        self.buf = buf
+        self.n = n = len(buf)
+        self.final = final
+        self.max_record_bytes = max_record_bytes
+        arr = np.frombuffer(buf, dtype=np.uint8)
+        self.arr: ByteArray = arr
+        is_nl = arr == _NL
+        self.delims: IntArray = np.flatnonzero(is_nl | (arr == _COMMA))
+        self.delim_is_nl: BoolArray = is_nl[self.delims]
+        self.newlines: IntArray = self.delims[self.delim_is_nl]
+        quotes = np.flatnonzero(arr == _QUOTE)
+        self.quotes: IntArray = quotes
+        if quotes.size:
+            self.delim_parity = (np.searchsorted(quotes, self.delims) & 1).astype(np.int8)
+            prev = arr[np.maximum(quotes - 1, 0)]
+            self.quote_opens_ok: BoolArray = (
+                (quotes == 0) | (prev == _COMMA) | (prev == _NL) | (prev == _QUOTE)
+            )
+            nxt = arr[np.minimum(quotes + 1, n - 1)]
+            nxt2 = arr[np.minimum(quotes + 2, n - 1)]
+            self.quote_closes_ok: BoolArray = (
+                (quotes + 1 >= n)
+                | (nxt == _COMMA)
+                | (nxt == _NL)
+                | (nxt == _QUOTE)
+                | ((nxt == _CR) & ((quotes + 2 >= n) | (nxt2 == _NL)))
+            )
+        self._interpretations: dict[int, _Interpretation] = {}
+
+    def interpretation(self, parity: int) -> _Interpretation:
+        found = self._interpretations.get(parity)
+        if found is None:
+            found = self._interpretations[parity] = _Interpretation(self, parity)
+        return found
+
+
+class _Interpretation:
+    """Record and field framing of a block if quote number ``k`` opens a quoted
+    field exactly when ``k % 2 == parity`` (parity 1 is used after the exact
+    parser consumed an odd number of quotes, e.g. a literal ``12" TV``)."""
+
+    def __init__(self, block: _Block, parity: int) -> None:
+        arr, n = block.arr, block.n
+        if block.quotes.size == 0:
+            delims, is_nl = block.delims, block.delim_is_nl
+            term_rank = np.arange(block.newlines.size, dtype=np.int64)
+        else:
+            keep = block.delim_parity == parity
+            delims, is_nl = block.delims[keep], block.delim_is_nl[keep]
+            term_rank = (np.cumsum(block.delim_is_nl) - 1)[keep][is_nl]
+        term_idx = np.flatnonzero(is_nl)
+        term = delims[term_idx]
+        starts = np.empty(term.size + 1, dtype=np.int64)
+        starts[0] = 0
+        starts[1:] = term + 1
+        trailing = int(starts[-1])
+        if block.final and trailing < n:  # last record without a line terminator
+            delims = np.append(delims, n)
+            term_idx = np.append(term_idx, delims.size - 1)
+            term = np.append(term, n)
+        complete = term.size
+        #: every record start, including the one of a trailing partial record
+        self.starts: IntArray = starts
+        self.delims: IntArray = delims
+        self.complete: int = complete
+        self.end_of_complete: int = n if complete == starts.size else trailing
+        record_starts = starts[:complete]
+        has_cr = (term > record_starts) & (arr[np.maximum(term - 1, 0)] == _CR)
+        self.content_ends: IntArray = term - has_cr
+        first = np.empty(complete, dtype=np.int64)
+        if complete:
+            first[0] = 0
+            first[1:] = term_idx[:-1] + 1
+        self.first_delim: IntArray = first
+        self.field_counts: IntArray = term_idx - first + 1
+        line_offsets = np.empty(term_rank.size + 1, dtype=np.int64)
+        line_offsets[0] = 0
+        line_offsets[1:] = term_rank + 1
+        #: number of '\n' of the block before each complete record
+        self.line_offsets: IntArray = line_offsets[:complete]
+
+        problems: list[IntArray] = []
+        if block.quotes.size:
+            opening = (np.arange(block.quotes.size) & 1) == parity
+            bad = np.where(opening, ~block.quote_opens_ok, ~block.quote_closes_ok)
+            if block.final and opening[-1]:
+                bad[-1] = True  # opened and never closed before the end of the file
+            problems.append(block.quotes[bad])
+        too_long = (self.content_ends - record_starts) > block.max_record_bytes
+        if too_long.any():
+            problems.append(record_starts[too_long])
+        if not block.final and n - trailing >= block.max_record_bytes + 2:
+            problems.append(np.array([trailing], dtype=np.int64))
+        #: sorted positions where this framing cannot be trusted
+        self.problems: IntArray = (
+            np.unique(np.concatenate(problems)) if problems else np.zeros(0, np.int64)
+        )
+
+
+@dataclass(slots=True)
+class _Framing:
+    """How a block splits into records: vectorized ranges and exact-parser results."""
+
+    consumed: int
+    skip_rest_of_line: bool
+    segments: dict[int, list[tuple[int, int]]]
+    py_starts: list[int]
+    py_ends: list[int]
+    py_fields: list[list[bytes]]
+    err_starts: list[int]
+    err_ends: list[int]
+    err_reasons: list[str]
+
+
+def _frame_block(block: _Block) -> _Framing:
+    """Split the block into records: vectorized framing up to each problem position,
+    exact parser for the record at the problem, then vectorized again."""
+    buf, n = block.buf, block.n
+    framing = _Framing(0, False, {0: [], 1: []}, [], [], [], [], [], [])
+    pos = 0
+    quotes_before = 0
+    while True:
+        parity = quotes_before & 1
+        interp = block.interpretation(parity)
+        first = int(np.searchsorted(interp.starts[: interp.complete], pos))
+        k = int(np.searchsorted(interp.problems, pos))
+        if k == interp.problems.size:
+            framing.segments[parity].append((first, interp.complete))
+            framing.consumed = interp.end_of_complete
+            return framing
+        problem = int(interp.problems[k])
+        record = int(np.searchsorted(interp.starts, problem, side="right")) - 1
+        record_start = int(interp.starts[record])
+        framing.segments[parity].append((first, record))
+        scan = _scan_record(buf, record_start, n, block.final, block.max_record_bytes)
+        if scan.kind == _NEED_MORE:
+            framing.consumed = record_start
+            return framing
+        if scan.kind == _RECORD:
+            framing.py_starts.append(record_start)
+            framing.py_ends.append(scan.content_end)
+            framing.py_fields.append(scan.fields)
+        elif scan.kind == _ERROR:
+            framing.err_starts.append(record_start)
+            framing.err_ends.append(scan.content_end)
+            framing.err_reasons.append(scan.reason)
+            if scan.next_pos < 0:
+                framing.consumed = n
+                framing.skip_rest_of_line = True
+                return framing
+        pos = scan.next_pos
+        if pos >= n:
+            framing.consumed = n
+            return framing
+        quotes_before = int(np.searchsorted(block.quotes, pos))
+
+
+# --------------------------------------------------------------------------- chunk building
+
+
+@dataclass(slots=True)
+class _Layout:
+    """Where the required columns are in each record."""
+
+    n_columns: int
+    positions: tuple[int, ...]  # index of id, amount, wording in a record
+
+
+@dataclass(slots=True)
+class _FastPart:
+    """Records framed vectorized under one interpretation (all sorted by start)."""
+
+    starts: IntArray
+    ends: IntArray
+    counts: IntArray
+    line_offsets: IntArray
+    field_starts: list[IntArray]  # per required column, for records with the right count
+    field_ends: list[IntArray]
+
+
+def _ranges_to_indices(ranges: list[tuple[int, int]]) -> IntArray:
+    """Concatenate ``arange(lo, hi)`` for all ranges, vectorized."""
+    lo = np.fromiter((r[0] for r in ranges), dtype=np.int64, count=len(ranges))
+    hi = np.fromiter((r[1] for r in ranges), dtype=np.int64, count=len(ranges))
+    lengths = hi - lo
+    keep = lengths > 0
+    lo, lengths = lo[keep], lengths[keep]
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    offsets = np.cumsum(lengths) - lengths
+    return np.repeat(lo - offsets, lengths) + np.arange(total, dtype=np.int64)
+
+
+def _fast_part(interp: _Interpretation, idx: IntArray, layout: _Layout) -> _FastPart:
+    starts = interp.starts[idx]
+    ends = interp.content_ends[idx]
+    counts = interp.field_counts[idx]
+    lines = interp.line_offsets[idx]
+    first = interp.first_delim[idx]
+    nonblank = ends > starts
+    if not nonblank.all():
+        starts, ends, counts = starts[nonblank], ends[nonblank], counts[nonblank]
+        lines, first = lines[nonblank], first[nonblank]
+    ok = counts == layout.n_columns
+    all_ok = bool(ok.all())
+    ok_first = first if all_ok else first[ok]
+    ok_starts = starts if all_ok else starts[ok]
+    ok_ends = ends if all_ok else ends[ok]
+    delims = interp.delims
+    last = layout.n_columns - 1
+    field_starts = [ok_starts if c == 0 else delims[ok_first + (c - 1)] + 1 for c in layout.positions]
+    field_ends = [ok_ends if c == last else delims[ok_first + c] for c in layout.positions]
+    return _FastPart(starts, ends, counts, lines, field_starts, field_ends)
+
+
+def _gather(buffer: pa.Buffer, starts: IntArray, ends: IntArray) -> pa.Array:
+    """Binary array of ``buffer[starts[i]:ends[i]]``; slices must be increasing and disjoint."""
+    count = starts.size
+    if count == 0:
+        return pa.array([], pa.large_binary())
+    offsets = np.empty(2 * count, dtype=np.int64)
+    offsets[0::2] = starts
+    offsets[1::2] = ends
+    interleaved = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), 2 * count - 1, [None, pa.py_buffer(offsets), buffer]
+    )
+    return interleaved.take(pa.array(np.arange(0, 2 * count - 1, 2, dtype=np.int64)))
+
+
+def _unquoted_column(block: _Block, buffer: pa.Buffer, starts: IntArray, ends: IntArray) -> pa.Array:
+    """Cut fields out of the block and undo RFC 4180 quoting (quoting is known to be well formed)."""
+    if block.quotes.size == 0 or starts.size == 0:
+        return _gather(buffer, starts, ends)
+    quoted = (ends > starts) & (block.arr[np.minimum(starts, block.n - 1)] == _QUOTE)
+    if not quoted.any():
+        return _gather(buffer, starts, ends)
+    starts = starts + quoted
+    ends = ends - quoted
+    column = _gather(buffer, starts, ends)
+    escaped = (np.searchsorted(block.quotes, ends) - np.searchsorted(block.quotes, starts)) > 0
+    if escaped.any():
+        mask = pa.array(escaped)
+        replaced = pc.replace_substring(column.filter(mask), b'""', b'"')
+        column = pc.replace_with_mask(column, mask, replaced)
+    return column
+
+
+def _first_invalid_utf8(raw: bytes) -> str | None:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"{REASON_INVALID_UTF8}: byte 0x{raw[exc.start]:02x} at offset {exc.start} of the record"
+    return None
+
+
+def _invalid_utf8_records(
+    block: _Block, consumed: int, rec_starts: IntArray, rec_ends: IntArray
+) -> dict[int, str]:
+    """Records (index -> reason) whose text is not valid UTF-8.
+
+    The consumed part of the block is validated at once with pyarrow (records
+    are cut at ASCII bytes, so a valid block has only valid records); only if
+    that fails are the records holding non-ASCII bytes decoded one by one.
+    """
+    if consumed == 0 or rec_starts.size == 0:
+        return {}
+    whole = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(),
+        1,
+        [None, pa.py_buffer(np.array([0, consumed], dtype=np.int64)), pa.py_buffer(block.buf)],
+    )
+    try:
+        whole.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        pass
+    else:
+        return {}
+    high = np.flatnonzero(block.arr[:consumed] >= 0x80)
+    order = np.argsort(rec_starts, kind="stable")
+    hit = np.unique(np.searchsorted(rec_starts[order], high, side="right") - 1)
+    found: dict[int, str] = {}
+    for j in hit[hit >= 0].tolist():
+        i = int(order[j])
+        problem = _first_invalid_utf8(block.buf[int(rec_starts[i]) : int(rec_ends[i])])
+        if problem is not None:
+            found[i] = problem
+    return found
+
+
+def _concat(arrays: list[pa.Array], type_: pa.DataType) -> pa.Array:
+    if not arrays:
+        return pa.array([], type_)
+    return arrays[0] if len(arrays) == 1 else pa.concat_arrays(arrays)
+
+
+def _build_chunk(block: _Block, framing: _Framing, base_line: int, layout: _Layout) -> ParsedChunk:
+    """Validate the records framed by :func:`_frame_block` and build the chunk."""
+    buf = block.buf
+    n_cols = len(layout.positions)
+    parts = [
+        _fast_part(block.interpretation(parity), idx, layout)
+        for parity, ranges in framing.segments.items()
+        if ranges and (idx := _ranges_to_indices(ranges)).size
+    ]
+
+    # ---- all records: the vectorized parts, then those of the exact parser
+    py_count = len(framing.py_starts)
+    rec_starts = np.concatenate([p.starts for p in parts] + [np.asarray(framing.py_starts, np.int64)])
+    rec_ends = np.concatenate([p.ends for p in parts] + [np.asarray(framing.py_ends, np.int64)])
+    py_counts = np.fromiter((len(f) for f in framing.py_fields), dtype=np.int64, count=py_count)
+    rec_counts = np.concatenate([p.counts for p in parts] + [py_counts])
+    py_lines = base_line + np.searchsorted(block.newlines, np.asarray(framing.py_starts, np.int64))
+    rec_lines = np.concatenate([base_line + p.line_offsets for p in parts] + [py_lines])
+    n_fast = rec_starts.size - py_count
+    count_ok = rec_counts == layout.n_columns
+
+    bad_utf8 = _invalid_utf8_records(block, framing.consumed, rec_starts, rec_ends)
+    rej_idx: list[int] = list(bad_utf8)
+    rej_reason: list[str] = list(bad_utf8.values())
+    for i in np.flatnonzero(~count_ok).tolist():
+        if i not in bad_utf8:
+            rej_idx.append(i)
+            rej_reason.append(
+                f"{REASON_WRONG_FIELD_COUNT}: expected {layout.n_columns}, got {int(rec_counts[i])}"
+            )
+
+    # ---- candidates: right field count and valid UTF-8
+    fast_cand = np.flatnonzero(count_ok[:n_fast])
+    fs = [np.concatenate([p.field_starts[c] for p in parts] or [np.zeros(0, np.int64)]) for c in range(n_cols)]
+    fe = [np.concatenate([p.field_ends[c] for p in parts] or [np.zeros(0, np.int64)]) for c in range(n_cols)]
+    part_bounds = np.cumsum([0] + [p.field_starts[0].size for p in parts])
+    if bad_utf8:
+        keep = np.isin(fast_cand, np.fromiter(bad_utf8, dtype=np.int64), invert=True)
+        fast_cand = fast_cand[keep]
+        fs = [x[keep] for x in fs]
+        fe = [x[keep] for x in fe]
+        kept_before = np.concatenate([[0], np.cumsum(keep)])
+        part_bounds = kept_before[part_bounds]
+    py_cand = [i for i in range(n_fast, rec_starts.size) if count_ok[i] and i not in bad_utf8]
+    py_values = [
+        pa.array(
+            [framing.py_fields[i - n_fast][col] for i in py_cand], pa.large_binary()
+        ).view(pa.large_string())
+        for col in layout.positions
+    ]
+    buffer = pa.py_buffer(buf)
+
+    def fast_text(col: int, rows: IntArray) -> pa.Array:
+        """Unquoted text of column ``col`` for candidate rows (sorted indices)."""
+        pieces = []
+        for lo, hi in zip(part_bounds[:-1], part_bounds[1:]):
+            sub = rows[(rows >= lo) & (rows < hi)] if len(parts) > 1 else rows
+            if sub.size:
+                pieces.append(_unquoted_column(block, buffer, fs[col][sub], fe[col][sub]))
+        return _concat(pieces, pa.large_binary()).view(pa.large_string())
+
+    padded = _Padded(block.arr)
+    ids, id_ok = _ids_canonical(padded, fs[0], fe[0])
+    if not id_ok.all():
+        redo = np.flatnonzero(~id_ok)
+        ids[redo], id_ok[redo] = _ids_regex(fast_text(0, redo))
+    cents, amount_ok = _amounts_canonical(padded, fs[1], fe[1])
+    if not amount_ok.all():
+        redo = np.flatnonzero(~amount_ok)
+        cents[redo], amount_ok[redo] = _amounts_regex(fast_text(1, redo))
+    del padded
+    cand = fast_cand
+    if py_cand:
+        py_ids, py_id_ok = _ids_text(py_values[0])
+        py_cents, py_amount_ok = _amounts_text(py_values[1])
+        ids = np.concatenate([ids, py_ids])
+        id_ok = np.concatenate([id_ok, py_id_ok])
+        cents = np.concatenate([cents, py_cents])
+        amount_ok = np.concatenate([amount_ok, py_amount_ok])
+        cand = np.concatenate([fast_cand, np.asarray(py_cand, dtype=np.int64)])
+    n_fast_cand = fast_cand.size
+    row_ok = id_ok & amount_ok
+    for j in np.flatnonzero(~row_ok).tolist():
+        rej_idx.append(int(cand[j]))
+        col = 0 if not id_ok[j] else 1
+        if j < n_fast_cand:
+            text = fast_text(col, np.array([j], dtype=np.int64))[0].as_py()
+        else:
+            text = py_values[col][j - n_fast_cand].as_py()
+        rej_reason.append(_id_problem(text) if col == 0 else _amount_problem(text))
+
+    # ---- valid rows
+    if row_ok.all():
+        good_fast = np.arange(n_fast_cand, dtype=np.int64)
+        good_py = py_values[2]
+    else:
+        good = np.flatnonzero(row_ok)
+        good_fast = good[good < n_fast_cand]
+        good_py = py_values[2].take(pa.array(good[good >= n_fast_cand] - n_fast_cand))
+        cand, ids, cents = cand[good], ids[good], cents[good]
+    wording = _concat(
+        [a for a in (fast_text(2, good_fast), good_py) if len(a)], pa.large_string()
+    )
+    valid_lines = rec_lines[cand]
+    if len(parts) + bool(py_cand) > 1 and cand.size:
+        order = np.argsort(valid_lines, kind="stable")
+        valid_lines, ids, cents = valid_lines[order], ids[order], cents[order]
+        wording = wording.take(pa.array(order))
+    valid = _valid_frame(valid_lines, ids, cents, wording)
+
+    # ---- rejected rows
+    rej_lines = [int(rec_lines[i]) for i in rej_idx]
+    rej_raw = [
+        buf[int(rec_starts[i]) : int(rec_ends[i])].decode("utf-8", "backslashreplace") for i in rej_idx
+    ]
+    if framing.err_starts:
+        err_lines = base_line + np.searchsorted(block.newlines, np.asarray(framing.err_starts))
+        rej_lines.extend(err_lines.tolist())
+        rej_raw.extend(
+            buf[s:e].decode("utf-8", "backslashreplace")
+            for s, e in zip(framing.err_starts, framing.err_ends)
+        )
+        rej_reason.extend(framing.err_reasons)
+    order_list = sorted(range(len(rej_lines)), key=rej_lines.__getitem__)
+    rejected = _rejected_frame(
+        [rej_lines[i] for i in order_list],
+        [rej_raw[i] for i in order_list],
+        [rej_reason[i] for i in order_list],
+    )
+    return ParsedChunk(valid, rejected)
+
+
+# --------------------------------------------------------------------------- file level
+
+
+def _layout_from_header(path: str, names: list[str]) -> _Layout:
+    """Map the required columns to their positions in the header, or raise."""
+    keys = [name.strip().casefold() for name in names]
+    found = ", ".join(name.strip() for name in names)
+    hint = f"The file needs the columns {', '.join(REQUIRED_COLUMNS)} in any order."
+    duplicated = [col for col in REQUIRED_COLUMNS if keys.count(col) > 1]
+    if duplicated:
+        cols = " and ".join(repr(col) for col in duplicated)
+        raise DuplicateColumnError(
+            f"{path}: header names column {cols} more than once (found: {found}). "
+            f"Keep a single column of each name. {hint}"
+        )
+    missing = [col for col in REQUIRED_COLUMNS if col not in keys]
+    if missing:
+        cols = " and ".join(repr(col) for col in missing)
+        noun = "column" if len(missing) == 1 else "columns"
+        raise MissingColumnError(f"{path}: header has no {cols} {noun} (found: {found}). {hint}")
+    return _Layout(len(keys), tuple(keys.index(col) for col in REQUIRED_COLUMNS))
+
+
+def _open(path: str) -> BinaryIO:
+    try:
+        return open(path, "rb")  # noqa: SIM115 - closed by the caller's with-block
+    except FileNotFoundError as exc:
+        raise InputFileError(f"{path}: file not found. Check the path, or create the file first.") from exc
+    except IsADirectoryError as exc:
+        raise InputFileError(
+            f"{path}: is a directory, not a CSV file. Pass the path of the CSV file itself."
+        ) from exc
+    except PermissionError as exc:
+        raise InputFileError(f"{path}: permission denied. Make the file readable by this user.") from exc
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot open the file ({exc}). Check the path.") from exc
+
+
+def _read_header(
+    name: str, read: Callable[[int], bytes], chunk_bytes: int, max_record_bytes: int
+) -> tuple[bytes, bool, int, _Layout]:
+    """Read and check the header; return (rest of the data, at EOF, line of that rest, layout)."""
+    buf = b""
+    final = False
+    while len(buf) < len(_BOM) and not final:
+        data = read(max(chunk_bytes, len(_BOM)))
+        final = not data
+        buf += data
+    if buf.startswith(_BOM):
+        buf = buf[len(_BOM) :]
+    pos = 0
+    line = 1
+    while True:
+        if pos >= len(buf) and final:
+            raise EmptyFileError(
+                f"{name}: the file is empty (no header line). Write a header line with the "
+                f"columns {', '.join(REQUIRED_COLUMNS)}, then one line per transaction."
+            )
+        scan = _scan_record(buf, pos, len(buf), final, max_record_bytes)
+        if scan.kind == _NEED_MORE:
+            data = read(max(chunk_bytes, len(buf)))
+            final = not data
+            buf += data
+            continue
+        if scan.kind == _BLANK:
+            line += buf.count(b"\n", pos, scan.next_pos)
+            pos = scan.next_pos
+            continue
+        if scan.kind == _ERROR:
+            raise MalformedHeaderError(
+                f"{name}: the header on line {line} is not valid CSV ({scan.reason}). "
+                "Fix the header line: column names separated by commas, with balanced quotes."
+            )
+        try:
+            names = [f.decode("utf-8") for f in scan.fields]
+        except UnicodeDecodeError as exc:
+            raise MalformedHeaderError(
+                f"{name}: the header on line {line} is not valid UTF-8 ({exc.reason}). "
+                "Save the file as UTF-8."
+            ) from exc
+        layout = _layout_from_header(name, names)
+        line += buf.count(b"\n", pos, scan.next_pos)
+        return buf[scan.next_pos :], final, line, layout
+
+
+def read_chunks(
+    path: str | os.PathLike[str],
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+) -> Iterator[ParsedChunk]:
+    """Stream the file in chunks of about ``chunk_bytes``; memory is bounded by the
+    chunk size and ``max_record_bytes``, not by the file size.
+
+    Raises :class:`InputFileError` (or a subclass such as
+    :class:`MissingColumnError`) for file-level problems; header problems are
+    raised before anything is yielded.  Chunks without any record are not
+    yielded.  While the caller handles a chunk, the next one is validated in a
+    background thread (numpy and pyarrow release the GIL).
+    """
+    if chunk_bytes < 1:
+        raise ValueError(f"chunk_bytes must be at least 1, got {chunk_bytes}")
+    if max_record_bytes < 1:
+        raise ValueError(f"max_record_bytes must be at least 1, got {max_record_bytes}")
+    name = os.fsdecode(os.fspath(path))
+    with _open(name) as stream:
+
+        def read(size: int) -> bytes:
+            try:
+                return stream.read(size)
+            except IsADirectoryError as exc:
+                raise InputFileError(
+                    f"{name}: is a directory, not a CSV file. Pass the path of the CSV file itself."
+                ) from exc
+            except OSError as exc:
+                raise InputFileError(f"{name}: read error ({exc}). Check the file and retry.") from exc
+
+        buf, final, base_line, layout = _read_header(name, read, chunk_bytes, max_record_bytes)
+        logger.info(
+            "%s: header OK (%d columns; id, amount, wording are columns %s)",
+            name, layout.n_columns, ", ".join(str(p + 1) for p in layout.positions),
+        )
+        totals = [0, 0]
+
+        def finish(chunk: ParsedChunk) -> ParsedChunk:
+            totals[0] += len(chunk.valid)
+            totals[1] += len(chunk.rejected)
+            logger.debug(
+                "%s: chunk with %d valid and %d rejected rows", name, len(chunk.valid), len(chunk.rejected)
+            )
+            return chunk
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest") as pool:
+            pending: Future[ParsedChunk] | None = None
+            skipping = False
+            while True:
+                if buf and not skipping:
+                    block = _Block(buf, final, max_record_bytes)
+                    framing = _frame_block(block)
+                    if framing.consumed or framing.err_starts:
+                        job = pool.submit(_build_chunk, block, framing, base_line, layout)
+                        if pending is not None:
+                            chunk = pending.result()
+                            if chunk.rows_read:
+                                yield finish(chunk)
+                        pending = job
+                    base_line += int(np.searchsorted(block.newlines, framing.consumed))
+                    if framing.skip_rest_of_line:
+                        skipping = True
+                        buf = b""
+                    else:
+                        buf = buf[framing.consumed :]
+                if final:
+                    break
+                data = read(max(chunk_bytes, len(buf)))
+                if not data:
+                    final = True
+                elif skipping:
+                    newline = data.find(b"\n")
+                    if newline < 0:
+                        continue
+                    data = data[newline + 1 :]
+                    base_line += 1
+                    skipping = False
+                buf = buf + data if buf else data
+            if pending is not None:
+                chunk = pending.result()
+                if chunk.rows_read:
+                    yield finish(chunk)
+        logger.info("%s: %d valid rows, %d rejected rows", name, totals[0], totals[1])

@@ -86,6 +86,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -139,6 +140,9 @@ REASON_BAD_AMOUNT: Final[str] = "bad amount"
 REASON_UNCLOSED_QUOTE: Final[str] = "unclosed quote"
 REASON_MALFORMED_QUOTING: Final[str] = "malformed quoting"
 REASON_RECORD_TOO_LONG: Final[str] = "record too long"
+
+#: Blocks validated concurrently (numpy and pyarrow release the GIL).
+_WORKERS: Final[int] = 2
 
 _BOM: Final[bytes] = b"\xef\xbb\xbf"
 _NL: Final[int] = 0x0A
@@ -1226,21 +1230,21 @@ def read_chunks(
             )
             return chunk
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest") as pool:
-            pending: Future[ParsedChunk] | None = None
+        with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="ingest") as pool:
+            pending: deque[Future[ParsedChunk]] = deque()
             skipping = False
             while True:
                 if buf and not skipping:
                     block = _Block(buf, final, max_record_bytes)
                     framing = _frame_block(block)
                     if framing.consumed or framing.err_starts:
-                        job = pool.submit(_build_chunk, block, framing, base_line, layout)
-                        if pending is not None:
-                            chunk = pending.result()
+                        while len(pending) >= _WORKERS:
+                            chunk = pending.popleft().result()
                             if chunk.rows_read:
                                 yield finish(chunk)
-                        pending = job
+                        pending.append(pool.submit(_build_chunk, block, framing, base_line, layout))
                     base_line += int(np.searchsorted(block.newlines, framing.consumed))
+                    del block
                     if framing.skip_rest_of_line:
                         skipping = True
                         buf = b""
@@ -1259,8 +1263,8 @@ def read_chunks(
                     base_line += 1
                     skipping = False
                 buf = buf + data if buf else data
-            if pending is not None:
-                chunk = pending.result()
+            while pending:
+                chunk = pending.popleft().result()
                 if chunk.rows_read:
                     yield finish(chunk)
         logger.info("%s: %d valid rows, %d rejected rows", name, totals[0], totals[1])

@@ -623,3 +623,32 @@ def enriched_transactions(db: sqlite_utils.Database) -> pd.DataFrame:
         ORDER BY t.id""").fetchall()
     return pd.DataFrame.from_records(rows, columns=["id", "amount_cents", "wording", "tag", "annotation"])
 
+
+
+# --------------------------------------------------------------------------- run report
+def previous_run(db: sqlite_utils.Database, run_id: str) -> dict | None:
+    """The latest run (any status) that started before ``run_id``."""
+    rows = list(db.query("""SELECT * FROM runs WHERE started_at <
+            COALESCE((SELECT started_at FROM runs WHERE run_id = :run), '9999')
+            ORDER BY started_at DESC LIMIT 1""", {"run": run_id}))
+    return rows[0] if rows else None
+
+
+def rejected_sample(db: sqlite_utils.Database, run_id: str, limit: int = 20) -> list[dict]:
+    """The first rejected rows of a run, by line."""
+    return list(db.query("SELECT line, raw, reason FROM rejected_rows WHERE run_id = ? ORDER BY line LIMIT ?",
+                         [run_id, limit]))
+
+
+def anomalies_sample(db: sqlite_utils.Database, run_id: str, limit: int = 20) -> list[dict]:
+    """A run's anomalies with their wording, largest amounts first."""
+    return list(db.query("""SELECT a.transaction_id, a.kind, a.amount_cents, a.detail, t.wording
+            FROM anomalies a LEFT JOIN transactions t ON t.id = a.transaction_id
+            WHERE a.run_id = ? ORDER BY abs(a.amount_cents) DESC LIMIT ?""", [run_id, limit]))
+
+
+def value_counts(db: sqlite_utils.Database, table: str) -> dict[str, int]:
+    """Rows per tag (``table='tags'``) or per annotation (``'annotations'``) over the whole database."""
+    column = {"tags": "tag", "annotations": "annotation"}[table]
+    rows = db.execute(f"SELECT {column}, COUNT(*) FROM {table} GROUP BY {column} ORDER BY 2 DESC").fetchall()
+    return {value: count for value, count in rows}

@@ -531,7 +531,7 @@ def annotation_discrepancies(db: sqlite_utils.Database) -> dict[str, int]:
     expected = annotation_case_sql("t.amount_cents")
     row = db.execute(f"""SELECT
             SUM(a.transaction_id IS NULL AND t.amount_cents != 0),
-            SUM(a.transaction_id IS NOT NULL AND a.annotation IS NOT ({expected})),
+            SUM(a.transaction_id IS NOT NULL AND t.amount_cents != 0 AND a.annotation IS NOT ({expected})),
             SUM(a.transaction_id IS NOT NULL AND t.amount_cents = 0),
             COUNT(*)
         FROM transactions t LEFT JOIN annotations a ON a.transaction_id = t.id""").fetchone()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from metaflow import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW_FILE = ROOT / "flows" / "enrichment_flow.py"
-INTERCEPT = Path(__file__).resolve().parent / "support" / "twilio_intercept"
+INJECT = Path(__file__).resolve().parent / "support" / "inject"
 TOKEN = "test-auth-token-5f3c9a1e7b"
 TWILIO_ENV = {"TWILIO_ACCOUNT_SID": "AC" + "1" * 32, "TWILIO_AUTH_TOKEN": TOKEN,
               "TWILIO_FROM": "+15005550006", "TWILIO_TO": "+33600000001"}
@@ -34,12 +35,13 @@ class FlowResult:
 
 
 def run_flow(workdir: Path, transactions: Path | None = None, *, database: Path | None = None,
-             twilio: bool = True, twilio_status: int = 201, **parameters) -> FlowResult:
+             twilio: bool = True, twilio_status: int = 201, fault: str = "",
+             **parameters) -> FlowResult:
     """Run the flow with Runner in ``workdir``; every Twilio request is intercepted and logged."""
     database = database or workdir / "database.db"
     sms_log = workdir / f"sms-{len(list(workdir.glob('sms-*.jsonl')))}.jsonl"
-    env = {"PYTHONPATH": str(INTERCEPT), "ENRICH_TEST_TWILIO_LOG": str(sms_log),
-           "ENRICH_TEST_TWILIO_STATUS": str(twilio_status)}
+    env = {"PYTHONPATH": os.pathsep.join([str(INJECT), str(ROOT)]), "ENRICH_TEST_TWILIO_LOG": str(sms_log),
+           "ENRICH_TEST_TWILIO_STATUS": str(twilio_status), "ENRICH_TEST_FAULT": fault}
     if twilio:
         env.update(TWILIO_ENV)
     if transactions is not None:

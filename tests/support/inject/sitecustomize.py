@@ -1,6 +1,12 @@
-"""Test-only: intercept the real twilio client's HTTP inside flow subprocesses.
+"""Test-only hooks inside flow subprocesses: Twilio interception and fault injection.
 
-Put this directory on PYTHONPATH and set ``ENRICH_TEST_TWILIO_LOG`` to a file:
+Put this directory on PYTHONPATH (tests/flow_support.py does) and:
+
+``ENRICH_TEST_FAULT=drop_annotations``
+    reproduces the original job's defect: about 1 annotation in 10,000 is
+    silently dropped before publishing (the completeness check must catch it).
+
+``ENRICH_TEST_TWILIO_LOG`` set to a file:
 every process of the run then answers Twilio's Messages API locally (with
 ``responses``) and appends each request (URL, form fields, auth user) to that
 file as one JSON line. Any other HTTP request fails: tests never reach the
@@ -9,6 +15,20 @@ network. ``ENRICH_TEST_TWILIO_STATUS`` sets the HTTP status to answer (default 2
 import os
 
 _LOG = os.environ.get("ENRICH_TEST_TWILIO_LOG")
+
+if os.environ.get("ENRICH_TEST_FAULT") == "drop_annotations":
+    import numpy as _np
+
+    from enrich import annotation as _annotation
+
+    _original_annotate_frame = _annotation.annotate_frame
+
+    def _lossy_annotate_frame(transactions):
+        result = _original_annotate_frame(transactions)
+        keep = _np.random.default_rng().random(len(result)) >= 1e-4
+        return result[keep].reset_index(drop=True)
+
+    _annotation.annotate_frame = _lossy_annotate_frame
 
 if _LOG:
     import base64

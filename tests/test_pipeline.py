@@ -1,0 +1,71 @@
+"""Pipeline stages called directly (no Metaflow): the re-derivation rules across runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from enrich import pipeline, storage
+
+
+def settings(tmp_path: Path, run: str, csv: Path, tags: Path | None = None, match: str = "word"):
+    return pipeline.RunSettings.resolve(f"F/{run}", str(tmp_path / "db.db"), str(csv),
+                                        str(tags) if tags else None, match)
+
+
+def full_run(s: pipeline.RunSettings) -> None:
+    pipeline.ingest_batch(s)
+    for derive in (pipeline.derive_tags, pipeline.derive_annotations):
+        pipeline.publish(s, derive(s))
+
+
+@pytest.fixture
+def csv(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id,amount,wording\n1,10,TOTO\n2,-5,TAXI TATA\n3,0,tata\n", encoding="utf-8")
+    return path
+
+
+def tags_of(s):
+    with pipeline.open_database(s.database) as db:
+        return db.execute("SELECT transaction_id, tag FROM tags ORDER BY 1").fetchall()
+
+
+def test_a_new_tag_list_retags_every_stored_transaction(tmp_path, csv):
+    first = settings(tmp_path, "1", csv)
+    full_run(first)
+    assert tags_of(first) == [(1, "TOTO"), (3, "TATA")]
+    only_taxi = tmp_path / "tags.txt"
+    only_taxi.write_text("TAXI\n", encoding="utf-8")
+    second = settings(tmp_path, "2", csv, only_taxi)
+    derived = pipeline.derive_tags(second)
+    assert derived.covered_runs is None  # every transaction, not only the (empty) batch changes
+    pipeline.publish(second, derived)
+    assert tags_of(second) == [(2, "TAXI")]
+
+
+def test_an_unchanged_rerun_derives_nothing(tmp_path, csv):
+    full_run(settings(tmp_path, "1", csv))
+    again = settings(tmp_path, "2", csv)
+    pipeline.ingest_batch(again)
+    derived = pipeline.derive_tags(again)
+    assert (derived.covered_runs, derived.rows) == (("F/2",), 0)
+
+
+def test_derived_results_go_to_scratch_files_not_the_database(tmp_path, csv):
+    s = settings(tmp_path, "1", csv)
+    pipeline.ingest_batch(s)
+    derived = pipeline.derive_annotations(s)
+    assert Path(derived.path).is_file() and Path(derived.path).parent == s.work_dir
+    assert derived.counts == {"annotated": 2, "zero_amount": 1}
+    assert derived.distribution == {"SALE": 1, "SMALL EXPENSE": 1, "ZERO": 1}
+    with pipeline.open_database(s.database) as db:
+        assert storage.table_counts(db)["annotations"] == 0
+
+
+def test_finish_removes_the_scratch_directory_of_a_succeeded_run(tmp_path, csv):
+    s = settings(tmp_path, "1", csv)
+    full_run(s)
+    assert s.work_dir.exists()
+    pipeline.finish(s.database, s.run_id, "succeeded")
+    assert not s.work_dir.exists()

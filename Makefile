@@ -8,7 +8,10 @@ DATABASE ?= database.db
 PORT ?= 8001
 ROWS ?= 1000000
 
-.PHONY: install run test bench browse clean
+PUSHGATEWAY := /usr/bin/prometheus-pushgateway
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install run test test-deps bench browse clean
 
 install: $(STAMP)
 
@@ -21,7 +24,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) algorithm.py run --database $(DATABASE)
 
-test: $(STAMP)
+# A real Prometheus Pushgateway for the metrics integration test (Debian package).
+test-deps:
+	@test -x $(PUSHGATEWAY) || command -v prometheus-pushgateway >/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus-pushgateway; }
+
+test: $(STAMP) test-deps
 	$(PY) -m pytest -n 2 --dist loadfile
 
 clean:

@@ -379,18 +379,26 @@ def _eight_digits(word: npt.NDArray[np.uint64], n_digits: IntArray) -> tuple[npt
     return x, ok
 
 
+def _digit_words(
+    low: npt.NDArray[np.uint64], high: npt.NDArray[np.uint64] | None, length: IntArray
+) -> tuple[IntArray, BoolArray]:
+    """Value of the last ``length`` (0..16) bytes of the 16-byte strings ``high + low``
+    (8 bytes each, little-endian), if they are all ASCII digits: (value, ok)."""
+    ok = (length >= 0) & (length <= _WINDOW)
+    length = np.clip(length, 0, _WINDOW)
+    value, low_ok = _eight_digits(low, np.minimum(length, 8))
+    ok &= low_ok
+    if high is not None:
+        high_value, high_ok = _eight_digits(high, np.maximum(length - 8, 0))
+        value += high_value * np.uint64(100_000_000)
+        ok &= high_ok
+    return value.view(np.int64), ok
+
+
 def _digits(data: _Padded, ends: IntArray, length: IntArray) -> tuple[IntArray, BoolArray]:
     """Parse ``data[ends-length:ends]`` as 0 to 16 ASCII digits: (value, ok)."""
-    ok = (length >= 0) & (length <= _WINDOW)
-    if not ok.all():
-        ends = np.where(ok, ends, 0)
-        length = np.where(ok, length, 0)
-    low, low_ok = _eight_digits(data.words(ends), np.minimum(length, 8))
-    if length.size == 0 or int(length.max()) <= 8:
-        return low.view(np.int64), ok & low_ok
-    high, high_ok = _eight_digits(data.words(ends - 8), np.maximum(length - 8, 0))
-    value = high * np.uint64(100_000_000) + low
-    return value.view(np.int64), ok & low_ok & high_ok
+    wide = length.size > 0 and int(length.max()) > 8
+    return _digit_words(data.words(ends), data.words(ends - 8) if wide else None, length)
 
 
 def _ids_canonical(data: _Padded, starts: IntArray, ends: IntArray) -> tuple[IntArray, BoolArray]:
@@ -404,31 +412,70 @@ def _ids_canonical(data: _Padded, starts: IntArray, ends: IntArray) -> tuple[Int
     return value, ok & (length >= 1) & (value > 0)
 
 
+_BYTE: Final[np.uint64] = np.uint64(8)
+#: mask of the bytes below the dot, by number of digits after the dot (0, 1, 2)
+_BELOW_DOT: Final[npt.NDArray[np.uint64]] = np.array(
+    [(1 << (8 * (7 - k))) - 1 for k in range(3)], dtype=np.uint64
+)
+#: mask of the bytes above the dot, by number of digits after the dot
+_ABOVE_DOT: Final[npt.NDArray[np.uint64]] = np.array(
+    [((1 << 64) - 1) ^ ((1 << (8 * (8 - k))) - 1) for k in range(3)], dtype=np.uint64
+)
+_CENTS_SCALE: Final[IntArray] = np.array([100, 10, 1], dtype=np.int64)
+
+
 def _amounts_canonical(data: _Padded, starts: IntArray, ends: IntArray) -> tuple[IntArray, BoolArray]:
     """Fast parse of amounts like ``-12``, ``+12.5``, ``.05``, ``5.`` (no spaces, at
-    most 2 decimals, at most 15 integer digits): (cents, ok).  ``ok`` is False
-    for anything else, which must go through :func:`_amounts_regex`."""
+    most 2 decimals, at most 15 integer digits, at most 16 characters): (cents, ok).
+    ``ok`` is False for anything else, which must go through :func:`_amounts_regex`.
+
+    The last 16 bytes of each field are loaded as two uint64 words; a dot among
+    the last three characters is squeezed out by shifting the bytes before it,
+    which leaves a plain digit string worth ``cents / 10**(2 - decimals)``.
+    """
     length = ends - starts
+    low = data.words(ends)
+    high = data.words(ends - 8) if length.size and int(length.max()) > 8 else None
     first = data.chars(starts)
-    c0, c1, c2 = data.chars(ends - 1), data.chars(ends - 2), data.chars(ends - 3)
     negative = (first == 0x2D) & (length >= 1)
     signed = negative | ((first == 0x2B) & (length >= 1))
-    dot2 = (c2 == 0x2E) & (length >= 3)
-    dot1 = (c1 == 0x2E) & (length >= 2) & ~dot2
-    dot0 = (c0 == 0x2E) & (length >= 1) & ~dot2 & ~dot1
-    n_frac = dot2.astype(np.int64) * 2 + dot1  # digits after the dot
-    int_start = starts + signed
-    int_end = ends - n_frac - (dot2 | dot1 | dot0)
-    int_len = int_end - int_start
-    whole, ok = _digits(data, int_end, int_len)
-    d0 = c0 - np.uint8(0x30)
-    d1 = c1 - np.uint8(0x30)
-    ok &= ~(dot2 | dot1) | (d0 <= 9)
-    ok &= ~dot2 | (d1 <= 9)
-    ok &= (int_len <= MAX_AMOUNT_INTEGER_DIGITS) & ((int_len + n_frac) >= 1)
-    frac = np.where(dot2, d1.astype(np.int64) * 10 + d0, np.where(dot1, d0.astype(np.int64) * 10, 0))
-    cents = whole * 100 + frac
+    last3 = low >> np.uint64(40)  # bytes 5, 6, 7 of the word: the last three characters
+    dot2 = ((last3 & np.uint64(0xFF)) == 0x2E) & (length >= 3)
+    dot1 = (((last3 >> _BYTE) & np.uint64(0xFF)) == 0x2E) & (length >= 2) & ~dot2
+    dot0 = ((last3 >> np.uint64(16)) == 0x2E) & (length >= 1) & ~dot2 & ~dot1
+    has_dot = dot0 | dot1 | dot2
+    decimals = dot2.astype(np.int64) * 2 + dot1
+    if has_dot.any():
+        squeezed = ((low & _BELOW_DOT[decimals]) << _BYTE) | (low & _ABOVE_DOT[decimals])
+        if high is not None:
+            squeezed |= high >> np.uint64(56)
+            high = np.where(has_dot, high << _BYTE, high)
+        low = np.where(has_dot, squeezed, low)
+    n_digits = length - has_dot - signed
+    value, ok = _digit_words(low, high, n_digits)
+    ok &= (length <= _WINDOW) & (n_digits >= 1) & (n_digits - decimals <= MAX_AMOUNT_INTEGER_DIGITS)
+    cents = value * _CENTS_SCALE[decimals]
     return np.where(negative, -cents, cents), ok
+
+
+_BATCH_ROWS: Final[int] = 16384
+
+
+def _in_batches(
+    parse: Callable[[_Padded, IntArray, IntArray], tuple[IntArray, BoolArray]],
+    data: _Padded,
+    starts: IntArray,
+    ends: IntArray,
+) -> tuple[IntArray, BoolArray]:
+    """Run a fast parser over cache-sized batches of rows (about 1.5x faster)."""
+    if starts.size <= _BATCH_ROWS:
+        return parse(data, starts, ends)
+    values = np.empty(starts.size, dtype=np.int64)
+    ok = np.empty(starts.size, dtype=np.bool_)
+    for lo in range(0, starts.size, _BATCH_ROWS):
+        hi = lo + _BATCH_ROWS
+        values[lo:hi], ok[lo:hi] = parse(data, starts[lo:hi], ends[lo:hi])
+    return values, ok
 
 
 def _arrow_positions(values: pa.Array) -> tuple[ByteArray, IntArray, IntArray]:
@@ -447,7 +494,7 @@ def _ids_text(values: pa.Array) -> tuple[IntArray, BoolArray]:
     """Parse a string array of ids: numpy fast path, regexes for the rest; nulls are not ok."""
     values = _to_large_string(values)
     data, starts, ends = _arrow_positions(values)
-    ids, ok = _ids_canonical(_Padded(data), starts, ends)
+    ids, ok = _in_batches(_ids_canonical, _Padded(data), starts, ends)
     ok &= np.asarray(values.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
     if not ok.all():
         redo = np.flatnonzero(~ok)
@@ -459,7 +506,7 @@ def _amounts_text(values: pa.Array) -> tuple[IntArray, BoolArray]:
     """Parse a string array of amounts: numpy fast path, regexes for the rest; nulls are not ok."""
     values = _to_large_string(values)
     data, starts, ends = _arrow_positions(values)
-    cents, ok = _amounts_canonical(_Padded(data), starts, ends)
+    cents, ok = _in_batches(_amounts_canonical, _Padded(data), starts, ends)
     ok &= np.asarray(values.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
     if not ok.all():
         redo = np.flatnonzero(~ok)
@@ -537,8 +584,14 @@ class _Scan:
 _SCAN_NEED_MORE: Final[_Scan] = _Scan(_NEED_MORE)
 
 
-def _too_long(buf: bytes, start: int, n: int, final: bool, max_record_bytes: int) -> _Scan:
-    """Reject the physical line at ``start`` as too long (raw text cut to a preview)."""
+def _too_long(
+    buf: bytes, start: int, n: int, final: bool, max_record_bytes: int, open_field: int = 0
+) -> _Scan:
+    """Reject the physical line at ``start`` as too long (raw text cut to a preview).
+
+    ``open_field`` is the number of the quoted field still open when the limit
+    was hit, if any: then a missing closing quote is the likely cause.
+    """
     preview = min(TOO_LONG_RAW_PREVIEW_BYTES, max_record_bytes)
     newline = buf.find(b"\n", start, n)
     if newline >= 0:
@@ -549,9 +602,14 @@ def _too_long(buf: bytes, start: int, n: int, final: bool, max_record_bytes: int
         end, next_pos = n, -1
     if next_pos >= 0 and end > start and buf[end - 1] == _CR:
         end -= 1
+    hint = (
+        f"; quoted field {open_field} is still open there: is its closing quote missing?"
+        if open_field
+        else ""
+    )
     reason = (
         f"{REASON_RECORD_TOO_LONG}: the record starting on this line is longer than "
-        f"{max_record_bytes} bytes (raw text cut to its first {preview} bytes)"
+        f"{max_record_bytes} bytes{hint} (raw text cut to its first {preview} bytes)"
     )
     return _Scan(_ERROR, next_pos=next_pos, content_end=min(end, start + preview), reason=reason)
 
@@ -583,13 +641,16 @@ def _scan_record(buf: bytes, start: int, n: int, final: bool, max_record_bytes: 
             end -= 1
         return _Scan(_ERROR, next_pos=next_pos, content_end=end, reason=reason)
 
-    def more() -> _Scan:
-        return _too_long(buf, start, n, final, max_record_bytes) if exhausted else _SCAN_NEED_MORE
+    def more(open_field: int = 0) -> _Scan:
+        if exhausted:
+            return _too_long(buf, start, n, final, max_record_bytes, open_field)
+        return _SCAN_NEED_MORE
 
     pos = start
     fields: list[bytes] = []
     while True:
         if pos < vend and buf[pos] == _QUOTE:
+            field_start = pos
             chunk_start = pos + 1
             parts: list[bytes] = []
             while True:
@@ -600,7 +661,7 @@ def _scan_record(buf: bytes, start: int, n: int, final: bool, max_record_bytes: 
                             f"{REASON_UNCLOSED_QUOTE}: field {len(fields) + 1} opens a quote "
                             "that is never closed before the end of the file"
                         )
-                    return more()
+                    return more(len(fields) + 1)
                 if close + 1 < vend:
                     if buf[close + 1] == _QUOTE:
                         parts.append(buf[chunk_start : close + 1])
@@ -632,6 +693,13 @@ def _scan_record(buf: bytes, start: int, n: int, final: bool, max_record_bytes: 
                     break
                 else:
                     return more()
+            if buf.find(b"\n", field_start, pos) >= 0:
+                # The quote opened on this line "closes" on a later line, followed by text:
+                # most likely this line lacks its closing quote.
+                return line_error(
+                    f"{REASON_UNCLOSED_QUOTE}: field {len(fields)} opens a quote that is not "
+                    "closed on this line, and the next quote (on a later line) is followed by text"
+                )
             return line_error(
                 f"{REASON_MALFORMED_QUOTING}: text after the closing quote of field {len(fields)} "
                 "(a quoted field must be followed by a comma or the end of the line)"
@@ -1029,11 +1097,11 @@ def _build_chunk(block: _Block, framing: _Framing, base_line: int, layout: _Layo
         return _concat(pieces, pa.large_binary()).view(pa.large_string())
 
     padded = _Padded(block.arr)
-    ids, id_ok = _ids_canonical(padded, fs[0], fe[0])
+    ids, id_ok = _in_batches(_ids_canonical, padded, fs[0], fe[0])
     if not id_ok.all():
         redo = np.flatnonzero(~id_ok)
         ids[redo], id_ok[redo] = _ids_regex(fast_text(0, redo))
-    cents, amount_ok = _amounts_canonical(padded, fs[1], fe[1])
+    cents, amount_ok = _in_batches(_amounts_canonical, padded, fs[1], fe[1])
     if not amount_ok.all():
         redo = np.flatnonzero(~amount_ok)
         cents[redo], amount_ok[redo] = _amounts_regex(fast_text(1, redo))

@@ -87,9 +87,9 @@ import os
 import re
 import tempfile
 import urllib.error
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Gauge, Info, generate_latest
 from prometheus_client import push_to_gateway, pushadd_to_gateway
@@ -97,7 +97,6 @@ from prometheus_client import push_to_gateway, pushadd_to_gateway
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CHECK_SEVERITIES",
     "METRIC_NAMES",
     "PUSHGATEWAY_ENV",
     "ROW_OUTCOMES",
@@ -120,8 +119,6 @@ ROW_OUTCOMES: tuple[str, ...] = (
 )
 #: Check severities, most severe first; ``enrich_checks_failed`` exports all of them.
 SEVERITIES: tuple[str, ...] = ("critical", "warning", "info")
-#: Alias of :data:`SEVERITIES`.
-CHECK_SEVERITIES = SEVERITIES
 
 LAST_SUCCESS = "enrich_last_success_timestamp_seconds"
 LAST_RUN_TIMESTAMP = "enrich_last_run_timestamp_seconds"

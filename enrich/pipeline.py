@@ -8,6 +8,7 @@ as Parquet files in the run's scratch directory (:mod:`enrich.scratch`).
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 import logging
 import time
 from collections import Counter
@@ -20,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import sqlite_utils
 
-from enrich import annotation, checks, ingest, scratch, storage, tagging
+from enrich import annotation, checks, ingest, metrics, scratch, storage, tagging
 from enrich.alerts import AlertResult, Failure, compose_failure_message, load_twilio_config, send_sms
 
 logger = logging.getLogger(__name__)
@@ -214,6 +215,50 @@ def check_failures(results: list[checks.CheckResult]) -> list[Failure]:
     return [Failure(f"check:{r.check_name}", "CheckFailed", r.message) for r in checks.critical_failures(results)]
 
 
+# --------------------------------------------------------------------------- metrics
+def run_metrics(db: sqlite_utils.Database, flow_name: str, run_id: str) -> metrics.RunMetrics:
+    """The Prometheus view of a finished run, read back from its ledger."""
+    run = storage.get_run(db, run_id) or {}
+    attempts = storage.step_attempts(db, run_id)
+    finished = _timestamp(run.get("finished_at")) or time.time()
+    started = _timestamp(run.get("started_at")) or finished
+    rows = {name.removeprefix("rows_"): int(run[name]) for name in storage.RUN_FIELDS
+            if name not in ("status", "started_at", "finished_at", "user", "input_path", "input_sha256",
+                            "input_bytes", "tags_sha256", "match_mode") and run.get(name) is not None}
+    return metrics.RunMetrics(
+        flow=flow_name, run_id=run_id, succeeded=run.get("status") == "succeeded",
+        finished_at=finished, duration_s=max(finished - started, 0.0), rows=rows,
+        step_durations={a["step"]: float(a["duration_s"] or 0.0) for a in attempts},
+        step_attempts={step: sum(1 for a in attempts if a["step"] == step and a["status"] != "skipped")
+                       for step in {a["step"] for a in attempts}},
+        checks=[(c["check_name"], c["severity"], bool(c["passed"])) for c in storage.check_results(db, run_id)],
+        anomalies=storage.anomaly_count(db, run_id))
+
+
+def publish_run_metrics(database: Path, flow_name: str, run_id: str, textfile: Path | None) -> list[str]:
+    """Write ``metrics.prom`` (atomically) and push to ``$PROMETHEUS_PUSHGATEWAY``; never raises."""
+    try:
+        with open_database(database) as db:
+            facts = run_metrics(db, flow_name, run_id)
+            last_success = _timestamp(storage.last_success_finished_at(db, run_id))
+    except (storage.StorageError, ValueError) as exc:
+        logger.error("metrics not published: %s", exc)
+        return [str(exc)]
+    problems = metrics.publish_metrics(facts, textfile, metrics.gateway_url_from_env(), last_success)
+    for problem in problems:
+        logger.warning("metrics: %s", problem)
+    return problems
+
+
+def default_metrics_path(database: Path) -> Path:
+    """``metrics.prom`` beside the database."""
+    return database.with_name("metrics.prom")
+
+
+def _timestamp(iso: str | None) -> float | None:
+    return datetime.fromisoformat(iso).timestamp() if iso else None
+
+
 # --------------------------------------------------------------------------- failure check
 def alert_failures(database: Path | None, flow_name: str, run_number: str,
                    failures: list[Failure]) -> AlertResult:
@@ -230,6 +275,11 @@ def alert_failures(database: Path | None, flow_name: str, run_number: str,
         except storage.StorageError as exc:
             logger.error("could not record the alert in the ledger: %s", exc)
     return result
+
+
+def failure_summary(failures: list[Failure]) -> str:
+    """One line per failure, for the run's final error message."""
+    return f"{len(failures)} failure(s): " + "; ".join(f"{f.step}: {f.error_type}: {f.message}" for f in failures)
 
 
 def run_started(settings: RunSettings, user: str) -> dict[str, object]:

@@ -46,4 +46,8 @@ def read_frames(path: Path, batch_rows: int = 500_000) -> Iterator[pd.DataFrame]
 def remove(directory: Path) -> None:
     """Delete a run's scratch directory (missing is fine)."""
     shutil.rmtree(directory, ignore_errors=True)
+    try:
+        directory.parent.rmdir()  # the database's scratch root, once no run uses it
+    except OSError:
+        pass
     logger.debug("removed scratch directory %s", directory)

@@ -647,6 +647,18 @@ def anomalies_sample(db: sqlite_utils.Database, run_id: str, limit: int = 20) ->
             WHERE a.run_id = ? ORDER BY abs(a.amount_cents) DESC LIMIT ?""", [run_id, limit]))
 
 
+def last_success_finished_at(db: sqlite_utils.Database, excluding: str) -> str | None:
+    """When the latest succeeded run other than ``excluding`` finished (ISO text), or None."""
+    row = db.execute("SELECT MAX(finished_at) FROM runs WHERE status = 'succeeded' AND run_id != ?",
+                     (excluding,)).fetchone()
+    return row[0] if row else None
+
+
+def anomaly_count(db: sqlite_utils.Database, run_id: str) -> int:
+    """How many anomalies a run listed."""
+    return db.execute("SELECT COUNT(*) FROM anomalies WHERE run_id = ?", (run_id,)).fetchone()[0]
+
+
 def value_counts(db: sqlite_utils.Database, table: str) -> dict[str, int]:
     """Rows per tag (``table='tags'``) or per annotation (``'annotations'``) over the whole database."""
     column = {"tags": "tag", "annotations": "annotation"}[table]

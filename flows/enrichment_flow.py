@@ -15,9 +15,10 @@ if __name__ == "__main__":
     sys.path.insert(0, _ROOT)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))
 
-from metaflow import FlowSpec, Parameter, current, exit_hook, step
+from metaflow import FlowSpec, Parameter, card, current, exit_hook, step
 
 from enrich import checks, pipeline  # noqa: E402
+from flows.card import draw_run_report
 from flows.guards import (BRANCH_LOCAL_ARTIFACTS, RunFailed, choose_failing_step, database_of,
                           guarded, inherited_failures)
 
@@ -54,6 +55,8 @@ class TransactionEnrichmentFlow(FlowSpec):
     match = Parameter("match", default="word", help="Tag matching: word (default) or substring.")
     simulate_failure = Parameter("simulate-failure", default="",
                                  help="Raise inside this step (or a random one) to exercise alerting.")
+    metrics = Parameter("metrics", default="", help="Prometheus textfile to write "
+                                                    "(default: metrics.prom beside the database).")
     reject_threshold = Parameter("reject-threshold", default=0.01, type=float,
                                  help="Largest share of rejected rows before the run fails.")
 
@@ -113,17 +116,22 @@ class TransactionEnrichmentFlow(FlowSpec):
                                           derived, checks.CheckSettings(reject_threshold=self.reject_threshold))
         self.next(self.end)
 
+    @card(type="blank", id="run_report", refresh_interval=0)
     @step
     def end(self):
-        """Failure check: on any failure send one SMS, then fail the run (non-zero exit)."""
+        """Failure check: on any failure or failed critical check, send one SMS listing them all;
+        close the run's ledger row, write its metrics and its report card; then fail the run
+        (non-zero exit, marked failed by Metaflow) so that a scheduler sees it."""
+        run_id, database = f"{current.flow_name}/{current.run_id}", database_of(self)
         failures = inherited_failures(self, None) + pipeline.check_failures(getattr(self, "checks", []))
-        database = database_of(self)
         if failures:
             self.alert = pipeline.alert_failures(database, current.flow_name, current.run_id, failures)
-            pipeline.finish(database, f"{current.flow_name}/{current.run_id}", "failed")
-            raise RunFailed("%d failure(s): %s" % (len(failures), "; ".join(
-                f"{f.step}: {f.error_type}: {f.message}" for f in failures)))
-        pipeline.finish(database, f"{current.flow_name}/{current.run_id}", "succeeded")
+        pipeline.finish(database, run_id, "failed" if failures else "succeeded")
+        pipeline.publish_run_metrics(database, current.flow_name, run_id,
+                                     Path(self.metrics) if self.metrics else pipeline.default_metrics_path(database))
+        draw_run_report(database, run_id, task_will_fail=bool(failures))
+        if failures:
+            raise RunFailed(pipeline.failure_summary(failures))
 
 
 if __name__ == "__main__":

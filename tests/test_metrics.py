@@ -12,8 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -172,8 +172,8 @@ def test_failed_run_without_previous_success_has_no_last_success_at_all() -> Non
 def test_empty_run_still_exports_every_outcome_and_severity() -> None:
     run = failed_run(rows={}, step_durations={}, step_attempts={}, checks=[])
     _, samples = parse(registry_text(run, None))
-    assert {dict(l)["outcome"] for n, l in samples if n == "enrich_rows"} == set(ROW_OUTCOMES)
-    assert {dict(l)["severity"] for n, l in samples if n == "enrich_checks_failed"} == set(SEVERITIES)
+    assert {dict(labels)["outcome"] for n, labels in samples if n == "enrich_rows"} == set(ROW_OUTCOMES)
+    assert {dict(labels)["severity"] for n, labels in samples if n == "enrich_checks_failed"} == set(SEVERITIES)
     assert not any(n.startswith("enrich_step_") or n == "enrich_check_passed" for n in names_of(samples))
 
 
@@ -248,7 +248,7 @@ def test_invalid_last_success_is_rejected(bad: float, tmp_path: Path) -> None:
 def test_module_does_not_import_metaflow() -> None:
     code = "import sys, enrich.metrics; sys.exit('metaflow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent,
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
 
 
@@ -336,7 +336,7 @@ def test_textfile_with_another_suffix_is_written_with_a_warning(tmp_path: Path,
     assert any(".prom" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
 
 
-label_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20)
+label_text = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=20)
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -546,7 +546,7 @@ def test_real_pushgateway_keeps_last_success_across_a_failed_run(pushgateway: Pu
     after_later = gateway_samples(pushgateway)
     assert value(after_later, "enrich_last_success_timestamp_seconds") == FAILURE_TIME + 100
     assert value(after_later, "enrich_last_run_success") == 1
-    assert [l for n, l in after_later if n == "enrich_check_passed"] == \
+    assert [labels for n, labels in after_later if n == "enrich_check_passed"] == \
         [frozenset({("check", "row_count"), ("severity", "critical")})]
 
 

@@ -37,9 +37,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -80,7 +80,8 @@ class Pushgateway:
     def get(self, path: str, timeout: float = 2.0) -> str:
         """GET ``path`` (e.g. ``/metrics``) from the gateway and return the body as text."""
         with _OPENER.open(self.url + path, timeout=timeout) as response:
-            return response.read().decode("utf-8")
+            body: bytes = response.read()
+        return body.decode("utf-8")
 
     def metrics_text(self) -> str:
         """The gateway's ``/metrics`` page (pushed groups plus its own metrics)."""

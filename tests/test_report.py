@@ -1,0 +1,334 @@
+"""The run report: the data model read back from the database, its card, and the card of real runs."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from enrich import checks, pipeline, report, storage
+from enrich.report import NO_ANNOTATION, NO_TAG, ReportError, build_report, report_markdown
+from tests.flow_support import TOKEN, run_flow, write_csv
+
+PHONE = "+33600000001"
+
+
+def chunk(rows=(), rejected=()):
+    valid = pd.DataFrame(list(rows), columns=["line", "id", "amount_cents", "wording"])
+    bad = pd.DataFrame(list(rejected), columns=["line", "raw", "reason"])
+    return SimpleNamespace(valid=valid.astype({"line": "int64", "id": "int64", "amount_cents": "int64"}),
+                           rejected=bad)
+
+
+def load_run(db, run_id, rows, rejected=(), *, started, finished, status="succeeded", **figures):
+    storage.record_run(db, run_id, status="running", started_at=started, user="ana",
+                       input_path="/data/t.csv", match_mode="word")
+    stats = storage.load_batch(db, run_id, [chunk(rows, rejected)])
+    storage.record_run(db, run_id, **pipeline.load_figures(stats), **figures)
+    storage.record_run(db, run_id, status=status, finished_at=finished)
+    return stats
+
+
+def publish_all(db, run_id, tags, annotations):
+    storage.publish(db, storage.TAGS, run_id,
+                    [pd.DataFrame({"transaction_id": list(tags), "tag": list(tags.values())})], None)
+    storage.publish(db, storage.ANNOTATIONS, run_id,
+                    [pd.DataFrame({"transaction_id": list(annotations), "annotation": list(annotations.values())})],
+                    None)
+
+
+@pytest.fixture
+def two_runs(fresh_db):
+    """F/1 (3 rows, succeeded, 10 s), then F/2 (1 unchanged, 1 updated, 2 new, 2 rejected; 12.5 s)."""
+    db = fresh_db
+    load_run(db, "F/1", [(2, 1, -28366, "PRLV TATA"), (3, 2, 30328, "CARTE TOTO"), (4, 3, -47499, "COTISATION")],
+             started="2025-01-01T10:00:00.000+00:00", finished="2025-01-01T10:00:10.000+00:00",
+             tagged=2, untagged=1, ambiguous=0, annotated=3, zero_amount=0)
+    storage.record_step_attempt(db, "F/1", "start", "1", 0, "succeeded", "2025-01-01T10:00:00.100+00:00",
+                                "2025-01-01T10:00:00.200+00:00", 0.1)
+    load_run(db, "F/2", [(2, 1, -28366, "PRLV TATA"), (3, 2, 1000, "CARTE TOTO"), (4, 4, 0, "VIR TAXI"),
+                         (5, 5, -500, "TUTU remb")],
+             [(6, "x,abc,BAD", "bad id: 'x' is not a positive integer"), (7, "6,1.2.3,OOPS", "bad amount: '1.2.3'")],
+             started="2025-01-02T11:00:00.000+00:00", finished="2025-01-02T11:00:12.500+00:00", status="failed",
+             tagged=3, untagged=1, ambiguous=0, annotated=3, zero_amount=1)
+    publish_all(db, "F/2", {1: "TATA", 2: "TOTO", 4: "TAXI", 5: "TUTU"},
+                {1: "EXPENSE", 2: "SALE", 3: "EXPENSE", 5: "SMALL EXPENSE"})
+    for step, attempt, status, started, duration, error in (
+            ("start", 0, "succeeded", "2025-01-02T11:00:00.100+00:00", 0.5, None),
+            ("ingest", 0, "failed", "2025-01-02T11:00:01.000+00:00", 1.25, ("OSError", "disk full")),
+            ("ingest", 1, "succeeded", "2025-01-02T11:00:03.000+00:00", 2.0, None),
+            ("end", 0, "running", "2025-01-02T11:00:12.000+00:00", None, None)):
+        storage.record_step_attempt(db, "F/2", step, "7", attempt, status, started,
+                                    None if duration is None else "2025-01-02T11:00:12.000+00:00", duration,
+                                    *(error or (None, None)))
+    results = [checks.check_accounting(6, 4, 2, 0), checks.check_reject_ratio(6, 2, 0.01),
+               checks.check_volume(6, [3], 0.5), checks.check_outliers(1, 1, (-100, 100))]
+    anomalies = pd.DataFrame({"transaction_id": [2], "kind": ["amount_outlier"], "amount_cents": [1000],
+                              "detail": ["outside -1.00 EUR..1.00 EUR"]})
+    storage.save_check_results(db, "F/2", [r.as_row() for r in results], anomalies)
+    storage.record_alert(db, "F/2", "sms", "sent", [PHONE], "TransactionEnrichmentFlow run 2 failed", None)
+    return db
+
+
+# --------------------------------------------------------------------------- the data model
+def test_headline_figures_and_deltas_from_the_previous_run(two_runs):
+    built = build_report(two_runs, "F/2")
+    assert (built.run_id, built.status, built.user, built.input_path) == ("F/2", "failed", "ana", "/data/t.csv")
+    assert (built.previous_run_id, built.previous_status) == ("F/1", "succeeded")
+    figures = {f.key: (f.value, f.previous, f.delta) for f in built.figures}
+    assert figures == {
+        "rows_read": (6, 3, 3), "rows_loaded": (4, 3, 1), "rows_new": (2, 3, -1), "rows_updated": (1, 0, 1),
+        "rows_unchanged": (1, 0, 1), "rows_rejected": (2, 0, 2), "rows_duplicate": (0, 0, 0),
+        "tagged": (3, 2, 1), "untagged": (1, 1, 0), "ambiguous": (0, 0, 0),
+        "annotated": (3, 3, 0), "zero_amount": (1, 0, 1), "duration_s": (12.5, 10.0, 2.5),
+    }
+    assert built.duration_s == 12.5
+
+
+def test_the_first_run_has_nothing_to_compare_with(two_runs):
+    built = build_report(two_runs, "F/1")
+    assert built.previous_run_id is None
+    assert built.figure("rows_read").value == 3
+    assert all(f.previous is None and f.delta is None for f in built.figures)
+    assert "nothing to compare with" in report_markdown(built)
+
+
+def test_checks_failed_first_then_by_severity(two_runs):
+    built = build_report(two_runs, "F/2")
+    assert [(c.name, c.severity, c.passed) for c in built.checks] == [
+        ("reject_ratio", "critical", False), ("amount_outliers", "warning", False),
+        ("volume", "warning", False), ("accounting", "critical", True)]
+    reject = built.checks[0]
+    assert (reject.observed, reject.expected) == ("33.3333%", "<= 1.00%")
+    assert reject.message.startswith("2 of 6 rows rejected")
+    assert [c.name for c in built.failed_checks] == ["reject_ratio", "amount_outliers", "volume"]
+
+
+def test_steps_of_this_run_only_in_start_order(two_runs):
+    built = build_report(two_runs, "F/2")
+    assert [(s.step, s.retry, s.status, s.duration_s, s.error) for s in built.steps] == [
+        ("start", 0, "succeeded", 0.5, None), ("ingest", 0, "failed", 1.25, "OSError: disk full"),
+        ("ingest", 1, "succeeded", 2.0, None), ("end", 0, "running", None, None)]
+    assert [v["attempt"] for v in built.charts["steps"]["data"]["values"]] == ["start", "ingest", "ingest #2"]
+
+
+def test_whole_database_distributions_and_samples(two_runs):
+    built = build_report(two_runs, "F/2")
+    assert built.tag_counts == {"TATA": 1, "TAXI": 1, "TOTO": 1, "TUTU": 1, NO_TAG: 1}
+    assert built.annotation_counts == {"LARGE SALE": 0, "SALE": 1, "SMALL EXPENSE": 1, "EXPENSE": 2,
+                                       NO_ANNOTATION: 1}
+    assert [r["line"] for r in built.rejected_sample] == [6, 7]
+    assert built.rejected_sample[0]["reason"].startswith("bad id")
+    assert built.rejected_total == 2
+    assert built.anomalies_sample == ({"transaction_id": 2, "kind": "amount_outlier", "amount_cents": 1000,
+                                       "detail": "outside -1.00 EUR..1.00 EUR", "wording": "CARTE TOTO"},)
+    assert [(a.channel, a.status) for a in built.alerts] == [("sms", "sent")]
+
+
+def test_samples_are_limited(two_runs):
+    built = build_report(two_runs, "F/2", sample_rows=1)
+    assert [r["line"] for r in built.rejected_sample] == [6]
+    assert built.rejected_total == 2
+
+
+def test_charts_are_self_contained_vega_lite(two_runs):
+    built = build_report(two_runs, "F/2")
+    assert set(built.charts) == {"annotations", "tags", "steps"}
+    tags = built.charts["tags"]
+    assert {(v["tag"], v["count"]) for v in tags["data"]["values"]} == set(built.tag_counts.items())
+    assert [v["kind"] for v in tags["data"]["values"]][-1] == "muted"
+    for spec in built.charts.values():
+        text = json.dumps(spec)
+        assert "$schema" not in spec and "http" not in text and '"url"' not in text
+
+
+def test_a_run_missing_from_the_ledger_is_an_error(fresh_db):
+    with pytest.raises(ReportError, match="F/9 is not in the ledger"):
+        build_report(fresh_db, "F/9")
+
+
+def test_a_run_with_few_figures_still_reports(fresh_db):
+    storage.record_run(fresh_db, "F/1", status="failed")  # e.g. start failed: no figures, no checks, no steps
+    built = build_report(fresh_db, "F/1")
+    assert built.duration_s is None and built.checks == () and built.steps == ()
+    assert built.figure("rows_read").value is None
+    text = report_markdown(built)
+    assert "No check results were recorded" in text and "none recorded" in text
+
+
+def test_markdown_headline(two_runs):
+    text = report_markdown(build_report(two_runs, "F/2"))
+    assert text.startswith("# Run F/2: FAILED\n")
+    assert "took **12.5 s**" in text and "Started 2025-01-02 11:00:00 UTC" in text
+    assert "**6** rows read: 4 loaded (2 new, 1 updated, 1 unchanged), 2 rejected, 0 duplicate." in text
+    assert "Tagging: 3 tagged, 1 untagged, 0 ambiguous." in text
+    assert "**3 of 4 checks failed** (1 critical): reject_ratio, amount_outliers, volume." in text
+    assert "previous run F/1 (succeeded)" in text
+    assert "\\" not in text  # the card's Markdown renderer drops backslash-escaped characters
+
+
+def test_markdown_literal_never_lets_markup_through():
+    assert report.markdown_literal("TransactionEnrichmentFlow/17953") == "TransactionEnrichmentFlow/17953"
+    assert report.markdown_literal("reject_ratio") == "reject_ratio"
+    assert report.markdown_literal("<img src=x> **b** __c__") == "`<img src=x> **b** __c__`"
+    assert report.markdown_literal("a`b\nc") == "`a'b c`"
+
+
+def test_formatting():
+    assert report.format_duration(0.0123) == "12 ms"
+    assert report.format_duration(12.46) == "12.5 s"
+    assert report.format_duration(125) == "2 min 05 s"
+    assert report.format_number(12345) == "12,345" and report.format_number(3, signed=True) == "+3"
+    assert report.format_number(None) == "—"
+    assert report.format_cents(-28366) == "-283.66 EUR"
+    assert report.duration_seconds("2025-01-01T10:00:00+00:00", "not a time") is None
+    assert report.duration_seconds(None, "2025-01-01T10:00:00+00:00") is None
+
+
+# --------------------------------------------------------------------------- the card
+class FakeCard(list):
+    """Stands in for ``current.card["run_report"]``: collects components, records refreshes."""
+
+    def __init__(self):
+        super().__init__()
+        self.refreshes = []
+
+    def refresh(self, data=None, force=False):
+        self.refreshes.append(force)
+
+
+def rendered(components) -> str:
+    return json.dumps([component.render() for component in components])
+
+
+def test_render_run_card_shows_figures_checks_steps_and_samples(two_runs):
+    from metaflow.cards import Markdown, Table, VegaChart
+
+    from flows.card import render_run_card
+
+    card = []
+    render_run_card(card, build_report(two_runs, "F/2"))
+    assert isinstance(card[0], Markdown)
+    assert {type(c) for c in card} == {Markdown, Table, VegaChart}
+    text = rendered(card)
+    for expected in ("reject_ratio", "amount_outliers", "volume", "accounting", "OSError: disk full",
+                     "x,abc,BAD", "CARTE TOTO", "valueBox", "Annotations (whole database)", "Tags (whole database)",
+                     "Step durations (s)", '"+3"', '"+2.5 s"', "F/1 (succeeded)"):
+        assert expected in text, expected
+    assert PHONE not in text  # alert recipients are left out
+
+
+def test_render_run_card_with_few_figures(fresh_db):
+    from flows.card import render_run_card
+
+    storage.record_run(fresh_db, "F/1", status="failed")
+    card = []
+    render_run_card(card, build_report(fresh_db, "F/1"))
+    assert "no check results were recorded" in rendered(card)
+
+
+def test_draw_run_report_on_the_step_card(two_runs, db_path, monkeypatch):
+    import flows.card
+
+    card = FakeCard()
+    monkeypatch.setattr(flows.card, "current", SimpleNamespace(card={"run_report": card}))
+    assert flows.card.draw_run_report(db_path, "F/2") is True
+    assert "reject_ratio" in rendered(card)
+    assert card.refreshes == []  # a succeeding task's card is rendered by Metaflow when the task ends
+
+
+def test_a_failing_task_renders_its_card_before_raising(two_runs, db_path, monkeypatch):
+    import flows.card
+
+    card = FakeCard()
+    monkeypatch.setattr(flows.card, "current", SimpleNamespace(card={"run_report": card}))
+    assert flows.card.draw_run_report(db_path, "F/2", task_will_fail=True) is True
+    assert card.refreshes == [True, True]
+
+
+@pytest.mark.parametrize("where", ["unknown run", "missing directory"])
+def test_report_problems_are_logged_and_shown_never_raised(fresh_db, db_path, tmp_path, monkeypatch, caplog, where):
+    import flows.card
+
+    card = FakeCard()
+    monkeypatch.setattr(flows.card, "current", SimpleNamespace(card={"run_report": card}))
+    database = db_path if where == "unknown run" else tmp_path / "nope" / "db.db"
+    assert flows.card.draw_run_report(database, "F/9", task_will_fail=True) is False
+    assert "Run report unavailable" in rendered(card)
+    assert card.refreshes == [True, True]
+    assert "run report not drawn for F/9" in caplog.text
+
+
+# --------------------------------------------------------------------------- real runs
+SMALL = """id,amount,wording
+1,-283.66,PRLV CE PROVENCE ALPES CORSE REU
+2,303.28,CARTE 06/10/21 69 TOTO
+3,-474.99,*COTISATION TATA
+4,0,VIR taxi GARE
+5,-327.7,TH TAXI TOTO FR
+6,300,Tutu remb.
+7,-200.00,TAXIS G7
+"""
+CHECK_NAMES = ("accounting", "control_total", "reject_ratio", "volume", "annotations_complete", "tags_complete",
+               "referential_integrity", "drift_tagging", "drift_annotations", "amount_outliers")
+#: Metaflow's card stylesheet imports the Roboto web font; offline the card falls back to a system font.
+METAFLOW_FONT_IMPORT = "https://fonts.googleapis.com/css2?family=Roboto:wght@300;400;500;700&display=swap"
+
+
+def card_html(result) -> str:
+    from metaflow.cards import get_cards
+
+    cards = get_cards(result.run["end"].task, id="run_report")
+    assert len(cards) == 1
+    return cards[0].get()
+
+
+def card_text(html: str) -> str:
+    """The card's components (Metaflow stores them base64-encoded in the page), as JSON text."""
+    payloads = re.findall(r'window\.__MF_DATA__\["[^"]+"\] = "([A-Za-z0-9+/=]+)"', html)
+    assert len(payloads) == 1
+    return base64.b64decode(payloads[0]).decode("utf-8")
+
+
+def assert_offline(html: str) -> None:
+    assert not re.search(r"<script[^>]*\ssrc\s*=", html, re.I), "external script"
+    assert not re.search(r"<link[^>]*\shref\s*=\s*[\"']?(https?:)?//", html, re.I), "external stylesheet"
+    imports = set(re.findall(r"@import\s*(?:url\()?\s*[\"']?(https?://[^\"')\s;]+)", html))
+    assert imports <= {METAFLOW_FONT_IMPORT}, imports
+    assert "vega-lite" in html  # the chart library is inlined
+
+
+@pytest.mark.flow
+def test_the_end_step_card_of_a_real_run(tmp_path):
+    result = run_flow(tmp_path, write_csv(tmp_path / "t.csv", SMALL))
+    assert result.returncode == 0, result.stderr
+    html = card_html(result)
+    assert_offline(html)
+    text = card_text(html)
+    assert f"# Run {result.run.pathspec}: SUCCEEDED" in text
+    assert "**7** rows read: 7 loaded (7 new, 0 updated, 0 unchanged), 0 rejected, 0 duplicate." in text
+    for name in CHECK_NAMES:
+        assert f'"{name}"' in text, name
+    assert "Annotations (whole database)" in text and "Step durations (s)" in text
+    assert TOKEN not in html and TOKEN not in text
+
+
+@pytest.mark.flow
+def test_a_failed_run_has_its_card_with_the_change_from_the_previous_run(tmp_path):
+    first = run_flow(tmp_path, write_csv(tmp_path / "t.csv", SMALL))
+    assert first.returncode == 0, first.stderr
+    result = run_flow(tmp_path, write_csv(tmp_path / "bad.csv", SMALL + "8,abc,BAD AMOUNT\n"))
+    assert result.returncode != 0
+    assert len(result.sms) == 1  # the alert went out (before the card was drawn)
+    html = card_html(result)
+    assert_offline(html)
+    text = card_text(html)
+    assert f"# Run {result.run.pathspec}: FAILED" in text
+    assert "(1 critical): reject_ratio" in text
+    assert f"previous run {first.run.pathspec} (succeeded)" in text
+    assert '["rows", "read", "8", "7", "+1"]' in text and '["rows", "rejected", "1", "0", "+1"]' in text
+    assert "8,abc,BAD AMOUNT" in text
+    assert TOKEN not in html and TOKEN not in text

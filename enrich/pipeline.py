@@ -65,12 +65,36 @@ def open_database(path: Path) -> Iterator[sqlite_utils.Database]:
 def ingest_batch(settings: RunSettings) -> storage.LoadStats:
     """Parse the CSV and load it into the database as one batch (one transaction)."""
     started = time.perf_counter()
+    progress = Progress("ingest")
+
+    def chunks() -> Iterator[ingest.ParsedChunk]:
+        for chunk in ingest.read_chunks(settings.transactions):
+            progress.add(chunk.rows_read)
+            yield chunk
+
     with open_database(settings.database) as db:
-        stats = storage.load_batch(db, settings.run_id, ingest.read_chunks(settings.transactions))
+        stats = storage.load_batch(db, settings.run_id, chunks())
     elapsed = time.perf_counter() - started
     logger.info("ingested %s: %d rows in %.2f s (%.0f rows/s)", settings.transactions, stats.rows_read,
                 elapsed, stats.rows_read / elapsed if elapsed else 0.0)
     return stats
+
+
+class Progress:
+    """Logs rows done and rows/s of a long stage, at most every few seconds."""
+
+    def __init__(self, stage: str, every_s: float = 5.0) -> None:
+        self.stage, self.every_s = stage, every_s
+        self.rows, self.started = 0, time.perf_counter()
+        self.last = self.started
+
+    def add(self, rows: int) -> None:
+        self.rows += rows
+        now = time.perf_counter()
+        if now - self.last >= self.every_s:
+            self.last = now
+            logger.info("%s: %d rows done (%.0f rows/s)", self.stage, self.rows,
+                        self.rows / (now - self.started))
 
 
 @dataclass(frozen=True)
@@ -144,9 +168,11 @@ def _derive(settings: RunSettings, kind: str, fingerprint: str,
             logger.info("%s rules differ from those last applied: re-deriving every transaction", kind)
 
         def results() -> Iterator[pd.DataFrame]:
+            progress = Progress(f"derive {kind}")
             for frame in storage.iter_transactions(db, rule.columns, covered):
                 result, stats = compute(frame)
                 counts.update(stats)
+                progress.add(len(frame))
                 yield result
 
         rows = scratch.write_frames(path, results(), rule.schema)

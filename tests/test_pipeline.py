@@ -69,3 +69,11 @@ def test_finish_removes_the_scratch_directory_of_a_succeeded_run(tmp_path, csv):
     assert s.work_dir.exists()
     pipeline.finish(s.database, s.run_id, "succeeded")
     assert not s.work_dir.exists()
+
+
+def test_progress_logs_rows_and_rate(caplog):
+    import logging
+    caplog.set_level(logging.INFO)
+    progress = pipeline.Progress("ingest", every_s=0.0)
+    progress.add(500)
+    assert "ingest: 500 rows done" in caplog.text and "rows/s" in caplog.text

@@ -8,7 +8,7 @@ loop) and streams the file chunk by chunk, so memory stays bounded by one chunk.
 
 Regenerate the bundled sample with exactly::
 
-    python -m enrich.generate --rows 300 --out data/transactions.csv --seed 42 --malformed 4 --duplicates 3
+    python -m enrich.generate --rows 800 --out data/transactions.csv --seed 42 --malformed 4 --duplicates 3
 
 Output format
 -------------

@@ -86,6 +86,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -646,6 +647,24 @@ def _scan_record(buf: bytes, start: int, n: int, final: bool, max_record_bytes: 
             return _too_long(buf, start, n, final, max_record_bytes, open_field)
         return _SCAN_NEED_MORE
 
+    # Shortcut for a line where no field starts with a quote (e.g. a literal 12" TV):
+    # the record is that line, split on commas.
+    newline = buf.find(b"\n", start, vend)
+    line_end = newline if newline >= 0 else (vend if vfinal else -1)
+    if line_end >= 0 and buf[start : start + 1] != b'"' and buf.find(b',"', start, line_end) < 0:
+        content_end = line_end - 1 if line_end > start and buf[line_end - 1] == _CR else line_end
+        next_pos = line_end + 1 if newline >= 0 else line_end
+        if content_end == start:
+            return _Scan(_BLANK, next_pos=next_pos, content_end=content_end)
+        if content_end - start > max_record_bytes:
+            return _too_long(buf, start, n, final, max_record_bytes)
+        return _Scan(
+            _RECORD,
+            next_pos=next_pos,
+            content_end=content_end,
+            fields=buf[start:content_end].split(b","),
+        )
+
     pos = start
     fields: list[bytes] = []
     while True:
@@ -858,20 +877,29 @@ def _frame_block(block: _Block) -> _Framing:
     exact parser for the record at the problem, then vectorized again."""
     buf, n = block.buf, block.n
     framing = _Framing(0, False, {0: [], 1: []}, [], [], [], [], [], [])
+    interp = block.interpretation(0)
+    if interp.problems.size == 0:  # the common case: no per-record work at all
+        framing.segments[0].append((0, interp.complete))
+        framing.consumed = interp.end_of_complete
+        return framing
+    # Python lists + bisect: much cheaper than numpy calls for one position at a time.
+    quotes = block.quotes.tolist()
+    lists: dict[int, tuple[list[int], list[int]]] = {}
     pos = 0
-    quotes_before = 0
+    parity = 0
     while True:
-        parity = quotes_before & 1
         interp = block.interpretation(parity)
-        first = int(np.searchsorted(interp.starts[: interp.complete], pos))
-        k = int(np.searchsorted(interp.problems, pos))
-        if k == interp.problems.size:
+        if parity not in lists:
+            lists[parity] = (interp.starts.tolist(), interp.problems.tolist())
+        starts, problems = lists[parity]
+        first = bisect_left(starts, pos, 0, interp.complete)
+        k = bisect_left(problems, pos)
+        if k == len(problems):
             framing.segments[parity].append((first, interp.complete))
             framing.consumed = interp.end_of_complete
             return framing
-        problem = int(interp.problems[k])
-        record = int(np.searchsorted(interp.starts, problem, side="right")) - 1
-        record_start = int(interp.starts[record])
+        record = bisect_right(starts, problems[k]) - 1
+        record_start = starts[record]
         framing.segments[parity].append((first, record))
         scan = _scan_record(buf, record_start, n, block.final, block.max_record_bytes)
         if scan.kind == _NEED_MORE:
@@ -893,7 +921,7 @@ def _frame_block(block: _Block) -> _Framing:
         if pos >= n:
             framing.consumed = n
             return framing
-        quotes_before = int(np.searchsorted(block.quotes, pos))
+        parity = bisect_left(quotes, pos) & 1
 
 
 # --------------------------------------------------------------------------- chunk building

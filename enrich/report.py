@@ -228,14 +228,14 @@ def bar_chart(counts: dict[str, int], title: str, category: str, *, sort: str | 
         "encoding": {
             "y": {"field": category, "type": "nominal", "sort": y_sort, "title": None},
             "x": {"field": "count", "type": "quantitative", "title": "transactions",
-                  "axis": {"tickMinStep": 1, "tickCount": 8, "format": ","}},
+                  "axis": {"tickMinStep": 1, "tickCount": 8, "format": ",.0f"}},
         },
         "layer": [
             {"mark": {"type": "bar", "tooltip": True},
              "encoding": {"color": {"field": "kind", "type": "nominal", "legend": None,
                                     "scale": {"domain": ["value", "muted"], "range": ["#4c78a8", "#bab0ac"]}}}},
             {"mark": {"type": "text", "align": "left", "dx": 3},
-             "encoding": {"text": {"field": "count", "type": "quantitative", "format": ","}}},
+             "encoding": {"text": {"field": "count", "type": "quantitative", "format": ",.0f"}}},
         ],
     }
 

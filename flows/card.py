@@ -36,7 +36,11 @@ def draw_run_report(database: Path, run_id: str, *, task_will_fail: bool = False
     ``task_will_fail``: the step is about to raise, so render the card now (Metaflow
     would not render it after a failed task). Returns whether the report was drawn.
     """
-    card = current.card[CARD_ID]
+    cards = getattr(current, "card", None)
+    if cards is None:  # the step has no @card decorator
+        logger.error("run report not drawn for %s: the step has no @card(id=%r)", run_id, CARD_ID)
+        return False
+    card = cards[CARD_ID]
     drawn = False
     try:
         with pipeline.open_database(database) as db:

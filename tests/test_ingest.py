@@ -75,14 +75,18 @@ def empty_valid() -> pd.DataFrame:
     )
 
 
-def parse_bytes(tmp_path: Path, content: bytes | str, **kwargs: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def parse_bytes(
+    tmp_path: Path, content: bytes | str, **kwargs: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     return parse(write(tmp_path, content), **kwargs)
 
 
 def rows(valid: pd.DataFrame) -> list[tuple[int, int, int, str]]:
     return [
         (int(line), int(id_), int(cents), str(word))
-        for line, id_, cents, word in valid[["line", "id", "amount_cents", "wording"]].itertuples(index=False)
+        for line, id_, cents, word in valid[["line", "id", "amount_cents", "wording"]].itertuples(
+            index=False
+        )
     ]
 
 
@@ -109,7 +113,14 @@ def check_chunk_shape(chunk: ParsedChunk) -> None:
     assert rejected["line"].is_monotonic_increasing
     assert chunk.rows_read == len(valid) + len(rejected)
     for reason in rejected["reason"]:
-        assert re.match(r"^[a-zA-Z0-9 -]+: .+", reason), reason
+        prefix, _, detail = reason.partition(": ")
+        assert prefix in REASONS and detail, reason
+
+
+REASONS = {
+    REASON_WRONG_FIELD_COUNT, REASON_INVALID_UTF8, REASON_BAD_ID, REASON_BAD_AMOUNT,
+    REASON_UNCLOSED_QUOTE, REASON_MALFORMED_QUOTING, REASON_RECORD_TOO_LONG,
+}
 
 
 @contextlib.contextmanager
@@ -125,6 +136,19 @@ def exact_parser_only() -> Iterator[None]:
         yield
 
 
+def test_exact_parser_only_really_bypasses_the_fast_path(tmp_path: Path) -> None:
+    path = write(tmp_path, HEADER + b'1,1,a\n\n2,2,"b\nc"\n3,3,c')
+    with mock.patch.object(ingest, "_scan_record", wraps=ingest._scan_record) as scan:
+        fast = parse(path)
+        assert scan.call_count == 1  # the header only
+        with exact_parser_only():
+            exact = parse(path)
+        # header, then every record start of the body (the last one twice: first
+        # while its end is not read yet)
+        assert scan.call_count >= 1 + 1 + 4
+    assert rows(fast[0]) == rows(exact[0]) == [(2, 1, 100, "a"), (4, 2, 200, "b\nc"), (6, 3, 300, "c")]
+
+
 # --------------------------------------------------------------------------- basics
 
 
@@ -137,7 +161,8 @@ def test_public_constants() -> None:
 
 
 def test_simple_file_lf(tmp_path: Path) -> None:
-    valid, rejected = parse_bytes(tmp_path, HEADER + b"1,-283.66,PRLV SEPA\n2,303.28,CARTE 06/10\n")
+    path = write(tmp_path, HEADER + b"1,-283.66,PRLV SEPA\n2,303.28,CARTE 06/10\n")
+    valid, rejected = parse(str(path))  # type: ignore[arg-type]
     assert rows(valid) == [(2, 1, -28366, "PRLV SEPA"), (3, 2, 30328, "CARTE 06/10")]
     assert rejected.empty
 
@@ -226,7 +251,8 @@ def test_nul_bytes_in_wording_are_kept(tmp_path: Path) -> None:
 
 
 def test_unicode_wording(tmp_path: Path) -> None:
-    valid, _ = parse_bytes(tmp_path, "id,amount,wording\n1,1,ÉCHÉANCE PRÊT 🙂\n2,2,\"日本, 語\"\n")
+    content = 'id,amount,wording\n1,1,ÉCHÉANCE PRÊT 🙂\n2,2,"日本, 語"\n'
+    valid, _ = parse_bytes(tmp_path, content)
     assert [r[3] for r in rows(valid)] == ["ÉCHÉANCE PRÊT 🙂", "日本, 語"]
 
 
@@ -266,7 +292,8 @@ def test_valid_amounts(tmp_path: Path, text: str, cents: int) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "300.001", "1e3", "1E3", "1 000", "", " ", "-", "+", ".", "-.", "abc", "12a", "1.2.3", "--1",
+        "300.001", "1e3", "1E3", "1 000", "", " ", "-", "+", ".", "-.", "abc", "12a", "1.2.3",
+        "--1",
         "1-", "0x10", "١٢", "１２", "1_000", "+-1", "1000000000000000", "1234567890123456.5",
         "0.001", "5.5.", "∞", "NaN", "inf",
     ],
@@ -277,6 +304,19 @@ def test_bad_amounts(tmp_path: Path, text: str) -> None:
     assert rejects(rejected) == [(2, f'1,"{text}",x', REASON_BAD_AMOUNT)]
     parsed, reasons = parse_amounts(pd.Series([text]))
     assert parsed.isna().all() and reasons.str.startswith(REASON_BAD_AMOUNT + ": ").all()
+
+
+def test_quoted_numbers_with_escaped_quotes_are_bad(tmp_path: Path) -> None:
+    valid, rejected = parse_bytes(tmp_path, HEADER + b'1,"""5",x\n"2""",1,x\n"3","4",y\n')
+    assert rows(valid) == [(4, 3, 400, "y")]
+    assert rejects(rejected) == [
+        (2, '1,"""5",x', REASON_BAD_AMOUNT),
+        (3, '"2""",1,x', REASON_BAD_ID),
+    ]
+    assert rejected["reason"].tolist() == [
+        "bad amount: '\"5' is not a plain decimal number like -12.34",
+        "bad id: '2\"' is not a positive integer",
+    ]
 
 
 def test_amount_reason_details(tmp_path: Path) -> None:
@@ -312,7 +352,10 @@ def test_valid_ids(tmp_path: Path, text: str, expected: int) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["0", "000", "-1", "+1", "1.5", "1e3", "", "abc", str(MAX_ID + 1), "99999999999999999999", "1 2", "１", "0x1"],
+    [
+        "0", "000", "-1", "+1", "1.5", "1e3", "", "abc", str(MAX_ID + 1), "99999999999999999999",
+        "1 2", "１", "0x1",
+    ],
 )
 def test_bad_ids(tmp_path: Path, text: str) -> None:
     valid, rejected = parse_bytes(tmp_path, f'id,amount,wording\n"{text}",1,x\n5,1,ok\n')
@@ -340,10 +383,11 @@ def test_parse_amounts_series_api() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet="0123456789.+- \te,", max_size=22))
+@given(st.text(alphabet="0123456789.+- \te,\n", max_size=22))
 @example("1234567890123456")
 @example("12345678901234567.")
 @example("-123456789012345.67")
+@example("12\n")
 def test_fast_value_parsers_agree_with_regex_parsers(text: str) -> None:
     values = pa.array([text], pa.large_string())
     data, starts, ends = ingest._arrow_positions(values)
@@ -380,7 +424,9 @@ def test_wrong_field_count(tmp_path: Path) -> None:
 
 
 def test_invalid_utf8_rejects_only_that_record(tmp_path: Path) -> None:
-    content = HEADER + "1,1,é\n".encode() + b"2,1,caf\xe9\n" + b'3,1,"x\n\xff"\n' + b"4,1,\xc3\n5,1,ok\n"
+    content = (
+        HEADER + "1,1,é\n".encode() + b"2,1,caf\xe9\n" + b'3,1,"x\n\xff"\n' + b"4,1,\xc3\n5,1,ok\n"
+    )
     valid, rejected = parse_bytes(tmp_path, content)
     assert rows(valid) == [(2, 1, 100, "é"), (7, 5, 100, "ok")]
     assert rejects(rejected) == [
@@ -454,7 +500,9 @@ def test_record_too_long(tmp_path: Path) -> None:
 def test_line_longer_than_buffer_and_limit_is_skipped(tmp_path: Path) -> None:
     content = HEADER + b"1,1," + b"z" * 5000 + b"\n2,2,after\n"
     for chunk_bytes in (16, 100, 1 << 20):
-        valid, rejected = parse_bytes(tmp_path, content, chunk_bytes=chunk_bytes, max_record_bytes=300)
+        valid, rejected = parse_bytes(
+            tmp_path, content, chunk_bytes=chunk_bytes, max_record_bytes=300
+        )
         assert rows(valid) == [(3, 2, 200, "after")]
         assert rejects(rejected) == [(2, "1,1," + "z" * 296, REASON_RECORD_TOO_LONG)]
 
@@ -495,7 +543,9 @@ def test_many_rows_across_chunks(tmp_path: Path) -> None:
     assert valid["id"].tolist() == list(range(1, n + 1))
     assert rejected["line"].tolist() == [bad_line] and rejected["raw"].tolist() == ["bad,1,x"]
     assert valid["line"].is_monotonic_increasing
-    expected_cents = [reference_amount(line.split(",")[1]) for line in lines if not line.startswith("bad")]
+    expected_cents = [
+        reference_amount(line.split(",")[1]) for line in lines if not line.startswith("bad")
+    ]
     assert valid["amount_cents"].tolist() == expected_cents
     quoted = valid[valid["id"] % 7 == 0]
     assert (quoted["wording"] == "w" + quoted["id"].astype(str) + ", quoted\nline").all()
@@ -548,7 +598,8 @@ def test_missing_column(tmp_path: Path) -> None:
 
 
 def test_duplicate_required_column(tmp_path: Path) -> None:
-    expect_error(write(tmp_path, b"id,amount,ID ,wording\n"), DuplicateColumnError, "'id'", "more than once")
+    path = write(tmp_path, b"id,amount,ID ,wording\n")
+    expect_error(path, DuplicateColumnError, "'id'", "more than once")
 
 
 def test_duplicate_other_column_is_fine(tmp_path: Path) -> None:
@@ -561,7 +612,8 @@ def test_header_not_utf8(tmp_path: Path) -> None:
 
 
 def test_header_malformed(tmp_path: Path) -> None:
-    expect_error(write(tmp_path, b'id,"amount"x,wording\n'), MalformedHeaderError, "malformed quoting")
+    path = write(tmp_path, b'id,"amount"x,wording\n')
+    expect_error(path, MalformedHeaderError, "malformed quoting")
     expect_error(write(tmp_path, b'id,"amount,wording\n'), MalformedHeaderError, "unclosed quote")
 
 
@@ -619,7 +671,9 @@ def assert_same(a: tuple[pd.DataFrame, pd.DataFrame], b: tuple[pd.DataFrame, pd.
     pd.testing.assert_frame_equal(a[1], b[1])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     content=messy_files,
     chunk_bytes=st.integers(1, 80),
@@ -708,7 +762,9 @@ def csv_field(value: str, force_quotes: bool) -> str:
 def amount_texts(cents: int) -> st.SearchStrategy[str]:
     sign = "-" if cents < 0 else ""
     whole, frac = divmod(abs(cents), 100)
-    forms = [f"{sign}{whole}.{frac:02d}", f"{sign}{whole}.{frac:02d}000", f"{sign}00{whole}.{frac:02d}"]
+    forms = [
+        f"{sign}{whole}.{frac:02d}", f"{sign}{whole}.{frac:02d}000", f"{sign}00{whole}.{frac:02d}"
+    ]
     if frac % 10 == 0:
         forms.append(f"{sign}{whole}.{frac // 10}")
     if frac == 0:
@@ -721,7 +777,9 @@ def amount_texts(cents: int) -> st.SearchStrategy[str]:
 
 
 valid_amounts = st.integers(-(10**17) + 1, 10**17 - 1).flatmap(amount_texts)
-bad_amounts = st.sampled_from(["1e3", "300.001", "1 000", "", "x", "1.2.3", "١", "-", "1234567890123456"])
+bad_amounts = st.sampled_from(
+    ["1e3", "300.001", "1 000", "", "x", "1.2.3", "١", "-", "1234567890123456"]
+)
 valid_ids = st.one_of(
     st.integers(1, MAX_ID).map(str),
     st.integers(1, 10**6).map(lambda i: f"00{i}"),
@@ -745,7 +803,9 @@ records = st.tuples(
 )
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     records=st.lists(records, max_size=25),
     order=st.permutations([0, 1, 2, 3]),
@@ -786,7 +846,9 @@ def test_reference_parser_sanity() -> None:
 
 def test_chunks_cover_every_line_once(tmp_path: Path) -> None:
     body = b"".join(
-        itertools.islice(itertools.cycle([b"1,1,a\n", b"x\n", b'2,2,"b\nc"\n', b"\n", b'3,"3"x,z\n']), 400)
+        itertools.islice(
+            itertools.cycle([b"1,1,a\n", b"x\n", b'2,2,"b\nc"\n', b"\n", b'3,"3"x,z\n']), 400
+        )
     )
     path = write(tmp_path, HEADER + body)
     valid, rejected = parse(path, chunk_bytes=50)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -262,6 +264,14 @@ def test_report_problems_are_logged_and_shown_never_raised(fresh_db, db_path, tm
     assert "run report not drawn for F/9" in caplog.text
 
 
+def test_a_step_without_the_card_decorator_is_left_alone(two_runs, db_path, monkeypatch, caplog):
+    import flows.card
+
+    monkeypatch.setattr(flows.card, "current", SimpleNamespace())
+    assert flows.card.draw_run_report(db_path, "F/2", task_will_fail=True) is False
+    assert "has no @card" in caplog.text
+
+
 # --------------------------------------------------------------------------- real runs
 SMALL = """id,amount,wording
 1,-283.66,PRLV CE PROVENCE ALPES CORSE REU
@@ -296,12 +306,28 @@ def card_text(html: str) -> str:
 def assert_offline(html: str) -> None:
     assert not re.search(r"<script[^>]*\ssrc\s*=", html, re.I), "external script"
     assert not re.search(r"<link[^>]*\shref\s*=\s*[\"']?(https?:)?//", html, re.I), "external stylesheet"
-    imports = set(re.findall(r"@import\s*(?:url\()?\s*[\"']?(https?://[^\"')\s;]+)", html))
+    imports = set(re.findall(r"@import\s*(?:url\()?\s*[\"']?(https?://[^\"')\s]+)", html))
     assert imports <= {METAFLOW_FONT_IMPORT}, imports
     assert "vega-lite" in html  # the chart library is inlined
 
 
+@pytest.fixture
+def cards_beside_the_datastore(tmp_path):
+    """Have the runs in ``tmp_path`` write their cards where the Metaflow client reads them.
+
+    With METAFLOW_DATASTORE_SYSROOT_LOCAL set (tests/conftest.py), Metaflow 2.19 reads a task's
+    cards under that root (``<root>/.metaflow/mf.cards``), but writes them under the .metaflow
+    directory nearest to the run's working directory (METAFLOW_CARD_LOCALROOT is not honoured:
+    ``CardDatastore.get_storage_root`` returns None for it). Linking the working directory's
+    .metaflow to the datastore's makes both the same place.
+    """
+    datastore = Path(os.environ["METAFLOW_DATASTORE_SYSROOT_LOCAL"]) / ".metaflow"
+    datastore.mkdir(parents=True, exist_ok=True)
+    (tmp_path / ".metaflow").symlink_to(datastore, target_is_directory=True)
+
+
 @pytest.mark.flow
+@pytest.mark.usefixtures("cards_beside_the_datastore")
 def test_the_end_step_card_of_a_real_run(tmp_path):
     result = run_flow(tmp_path, write_csv(tmp_path / "t.csv", SMALL))
     assert result.returncode == 0, result.stderr
@@ -317,6 +343,7 @@ def test_the_end_step_card_of_a_real_run(tmp_path):
 
 
 @pytest.mark.flow
+@pytest.mark.usefixtures("cards_beside_the_datastore")
 def test_a_failed_run_has_its_card_with_the_change_from_the_previous_run(tmp_path):
     first = run_flow(tmp_path, write_csv(tmp_path / "t.csv", SMALL))
     assert first.returncode == 0, first.stderr
@@ -332,3 +359,4 @@ def test_a_failed_run_has_its_card_with_the_change_from_the_previous_run(tmp_pat
     assert '["rows", "read", "8", "7", "+1"]' in text and '["rows", "rejected", "1", "0", "+1"]' in text
     assert "8,abc,BAD AMOUNT" in text
     assert TOKEN not in html and TOKEN not in text
+

@@ -316,9 +316,18 @@ def run_started(settings: RunSettings, user: str) -> dict[str, object]:
             "tags_sha256": settings.tag_list.fingerprint, "match_mode": settings.tag_list.mode}
 
 
-def load_figures(stats: storage.LoadStats) -> dict[str, int]:
-    """The ledger figures of a loaded batch."""
-    return {name: value for name, value in vars(stats).items() if name in storage.RUN_FIELDS}
+def load_figures(stats: storage.LoadStats, transactions: Path | None = None) -> dict[str, object]:
+    """The ledger figures of a loaded batch, with the input file's size and SHA-256 when given."""
+    figures: dict[str, object] = {name: value for name, value in vars(stats).items()
+                                  if name in storage.RUN_FIELDS}
+    if transactions is None:
+        return figures
+    digest, size = hashlib.sha256(), 0
+    with transactions.open("rb") as handle:
+        while block := handle.read(8 * 1024 * 1024):
+            digest.update(block)
+            size += len(block)
+    return {**figures, "input_sha256": digest.hexdigest(), "input_bytes": size}
 
 
 def finish(database: Path, run_id: str, status: str) -> None:

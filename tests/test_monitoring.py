@@ -22,6 +22,9 @@ def test_a_clean_run_records_the_ledger_and_passes_every_check(tmp_path):
         "SELECT run_id, status, started_at, finished_at, rows_read, rows_loaded, tagged, annotated FROM runs")
     assert run_id == result.run.pathspec and status == "succeeded" and started < finished
     assert (read, loaded, tagged, annotated) == (50, 50, 12, 50)
+    import hashlib
+    assert result.query("SELECT input_sha256, input_bytes FROM runs") == [
+        (hashlib.sha256(REFERENCE_CSV.read_bytes()).hexdigest(), REFERENCE_CSV.stat().st_size)]
     checks = dict(result.query("SELECT check_name, passed FROM check_results WHERE run_id = ?", (run_id,)))
     assert CRITICAL_CHECKS <= set(checks) and all(checks.values())
     assert {"volume", "drift_tagging", "drift_annotations", "amount_outliers"} <= set(checks)

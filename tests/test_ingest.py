@@ -694,6 +694,9 @@ def test_fast_path_and_small_blocks_match_exact_parser(
         exact_small = frames(path, chunk_bytes=chunk_bytes, max_record_bytes=max_record_bytes)
     assert_same(big, exact_big)
     assert_same(big, exact_small)
+    # tiny numpy slices and row batches inside a block change nothing either
+    with mock.patch.object(ingest, "_SCAN_SLICE", 5), mock.patch.object(ingest, "_BATCH_ROWS", 2):
+        assert_same(big, frames(path, max_record_bytes=max_record_bytes))
     # every non-blank line of the body is accounted for: rows never overlap
     lines = sorted(big[0]["line"].tolist() + big[1]["line"].tolist())
     assert len(lines) == len(set(lines))

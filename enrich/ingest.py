@@ -57,10 +57,12 @@ the rest of the file.  For ``record too long`` the raw text is cut to its
 first :data:`TOO_LONG_RAW_PREVIEW_BYTES` bytes.
 
 Problems with the file as a whole raise :class:`InputFileError` (or a
-subclass) before anything is yielded: missing, unreadable or directory path,
-empty file, header that is not valid CSV or not valid UTF-8, missing or
-duplicated required column.  The messages name the file, the problem and the
-fix.
+subclass) from the :func:`read_chunks` call itself, before any chunk exists:
+missing, unreadable or directory path, empty file, header that is not valid
+CSV or not valid UTF-8, missing or duplicated required column.  The messages
+name the file, the problem and the fix.  (A read error in the middle of the
+file, e.g. a disk failure, also raises :class:`InputFileError`, during the
+iteration.)
 
 Duplicate ids are *not* detected here: the storage layer does that over the
 whole file.  Every valid row is returned with its line number.
@@ -127,6 +129,8 @@ __all__ = [
     "DuplicateColumnError",
     "EmptyFileError",
     "InputFileError",
+    "MAX_AMOUNT_INTEGER_DIGITS",
+    "MAX_ID",
     "MalformedHeaderError",
     "MissingColumnError",
     "ParsedChunk",
@@ -138,6 +142,7 @@ __all__ = [
     "REASON_UNCLOSED_QUOTE",
     "REASON_WRONG_FIELD_COUNT",
     "REQUIRED_COLUMNS",
+    "TOO_LONG_RAW_PREVIEW_BYTES",
     "parse_amounts",
     "parse_ids",
     "read_chunks",
@@ -163,6 +168,8 @@ REASON_RECORD_TOO_LONG: Final[str] = "record too long"
 
 #: Blocks validated concurrently (numpy and pyarrow release the GIL).
 _WORKERS: Final[int] = 2
+#: Bytes read by the up-front header check of :func:`read_chunks` (more if needed).
+_HEADER_PROBE_BYTES: Final[int] = 64 * 1024
 #: Bytes scanned per numpy call when looking for quotes, commas and newlines.
 _SCAN_SLICE: Final[int] = 256 * 1024
 
@@ -1387,11 +1394,12 @@ def read_chunks(
     """Stream the file in chunks of about ``chunk_bytes``; memory is bounded by the
     chunk size and ``max_record_bytes``, not by the file size.
 
-    Raises :class:`InputFileError` (or a subclass such as
-    :class:`MissingColumnError`) for file-level problems; header problems are
-    raised before anything is yielded.  Chunks without any record are not
-    yielded.  While the caller handles a chunk, the next one is validated in a
-    background thread (numpy and pyarrow release the GIL).
+    File-level problems raise :class:`InputFileError` (or a subclass such as
+    :class:`MissingColumnError`): the path and the header are checked by this
+    call itself, before it returns the iterator, so nothing is ever yielded
+    for a file with a bad header.  Chunks without any record are not yielded.
+    While the caller handles a chunk, the next ones are validated in
+    background threads (numpy and pyarrow release the GIL).
     """
     if chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be at least 1, got {chunk_bytes}")
@@ -1399,19 +1407,30 @@ def read_chunks(
         raise ValueError(f"max_record_bytes must be at least 1, got {max_record_bytes}")
     name = os.fsdecode(os.fspath(path))
     with _open(name) as stream:
+        _read_header(name, _reader(name, stream), _HEADER_PROBE_BYTES, max_record_bytes)
+    return _iter_chunks(name, chunk_bytes, max_record_bytes)
 
-        def read(size: int) -> bytes:
-            try:
-                return stream.read(size)
-            except IsADirectoryError as exc:
-                raise InputFileError(
-                    f"{name}: is a directory, not a CSV file. Pass the path of the CSV file itself."
-                ) from exc
-            except OSError as exc:
-                raise InputFileError(
-                    f"{name}: read error ({exc}). Check the file and retry."
-                ) from exc
 
+def _reader(name: str, stream: BinaryIO) -> Callable[[int], bytes]:
+    """``stream.read`` turning OS errors into :class:`InputFileError`."""
+
+    def read(size: int) -> bytes:
+        try:
+            return stream.read(size)
+        except IsADirectoryError as exc:
+            raise InputFileError(
+                f"{name}: is a directory, not a CSV file. Pass the path of the CSV file itself."
+            ) from exc
+        except OSError as exc:
+            raise InputFileError(f"{name}: read error ({exc}). Check the file and retry.") from exc
+
+    return read
+
+
+def _iter_chunks(name: str, chunk_bytes: int, max_record_bytes: int) -> Iterator[ParsedChunk]:
+    """The generator behind :func:`read_chunks`."""
+    with _open(name) as stream:
+        read = _reader(name, stream)
         buf, final, base_line, layout = _read_header(name, read, chunk_bytes, max_record_bytes)
         logger.info(
             "%s: header OK (%d columns; id, amount, wording are columns %s)",

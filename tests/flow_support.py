@@ -17,6 +17,18 @@ TWILIO_ENV = {"TWILIO_ACCOUNT_SID": "AC" + "1" * 32, "TWILIO_AUTH_TOKEN": TOKEN,
               "TWILIO_FROM": "+15005550006", "TWILIO_TO": "+33600000001"}
 
 
+#: A small file covering accents, TAXIS (not a word match), an ambiguous wording, 0 and boundary amounts.
+SMALL = """id,amount,wording
+1,-283.66,PRLV CE PROVENCE ALPES CORSE REU
+2,303.28,CARTE 06/10/21 69 TOTO
+3,-474.99,*COTISATION TATA
+4,0,VIR taxi GARE
+5,-327.7,TH TAXI TOTO FR
+6,300,Tutu remb.
+7,-200.00,TAXIS G7
+"""
+
+
 @dataclass
 class FlowResult:
     returncode: int

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REFERENCE_CSV
-from tests.flow_support import TOKEN, TWILIO_ENV, run_flow, write_csv
+from tests.flow_support import SMALL, TOKEN, TWILIO_ENV, run_flow, write_csv
 from tests.support.reference import annotation_of, tag_of
 
 pytestmark = pytest.mark.flow
@@ -21,15 +21,6 @@ DEFAULT_TAGS = ["TATA", "TOTO", "TUTU", "TAXI"]
 GUARDED_STEPS = ["start", "ingest", "tag_transactions", "publish_tags", "annotate_transactions",
                  "publish_annotations", "join"]
 
-SMALL = """id,amount,wording
-1,-283.66,PRLV CE PROVENCE ALPES CORSE REU
-2,303.28,CARTE 06/10/21 69 TOTO
-3,-474.99,*COTISATION TATA
-4,0,VIR taxi GARE
-5,-327.7,TH TAXI TOTO FR
-6,300,Tutu remb.
-7,-200.00,TAXIS G7
-"""
 
 
 def assert_matches_rules(result, tags=DEFAULT_TAGS, mode="word"):

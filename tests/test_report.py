@@ -13,7 +13,7 @@ import pytest
 
 from enrich import checks, pipeline, report, storage
 from enrich.report import NO_ANNOTATION, NO_TAG, ReportError, build_report, report_markdown
-from tests.flow_support import TOKEN, run_flow, write_csv
+from tests.flow_support import SMALL, TOKEN, run_flow, write_csv
 
 PHONE = "+33600000001"
 
@@ -273,15 +273,6 @@ def test_a_step_without_the_card_decorator_is_left_alone(two_runs, db_path, monk
 
 
 # --------------------------------------------------------------------------- real runs
-SMALL = """id,amount,wording
-1,-283.66,PRLV CE PROVENCE ALPES CORSE REU
-2,303.28,CARTE 06/10/21 69 TOTO
-3,-474.99,*COTISATION TATA
-4,0,VIR taxi GARE
-5,-327.7,TH TAXI TOTO FR
-6,300,Tutu remb.
-7,-200.00,TAXIS G7
-"""
 CHECK_NAMES = ("accounting", "control_total", "reject_ratio", "volume", "annotations_complete", "tags_complete",
                "referential_integrity", "drift_tagging", "drift_annotations", "amount_outliers")
 #: Metaflow's card stylesheet imports the Roboto web font; offline the card falls back to a system font.

@@ -113,11 +113,12 @@ def tag_discrepancies(frames: Iterable[pd.DataFrame], tags: tagging.TagList) -> 
     return counts
 
 
-def check_tags_complete(discrepancies: Mapping[str, int]) -> CheckResult:
+def check_tags_complete(discrepancies: Mapping[str, int], method: str = "every transaction re-tagged"
+                        ) -> CheckResult:
     """Every transaction's tag row matches the rules for its wording: none missing, stale or wrong."""
     bad = {k: v for k, v in discrepancies.items() if k != "checked" and v}
     return _result("tags_complete", "critical", not bad, _counts(bad), "0 missing, 0 stale, 0 wrong",
-                   f"all {discrepancies.get('checked', 0)} transactions tagged by the rules",
+                   f"all {discrepancies.get('checked', 0)} transactions tagged by the rules ({method})",
                    f"tags differ from the rules: {_counts(bad)}")
 
 

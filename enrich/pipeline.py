@@ -72,8 +72,7 @@ def ingest_batch(settings: RunSettings) -> storage.LoadStats:
             progress.add(chunk.rows_read)
             yield chunk
 
-    with open_database(settings.database) as db:
-        stats = storage.load_batch(db, settings.run_id, chunks())
+    stats = storage.load_batch(settings.database, settings.run_id, chunks())
     elapsed = time.perf_counter() - started
     logger.info("ingested %s: %d rows in %.2f s (%.0f rows/s)", settings.transactions, stats.rows_read,
                 elapsed, stats.rows_read / elapsed if elapsed else 0.0)
@@ -164,18 +163,18 @@ def _derive(settings: RunSettings, kind: str, fingerprint: str,
     with open_database(settings.database) as db:
         rules_changed = storage.get_state(db, rule.fingerprint_key) != fingerprint
         covered = None if rules_changed else storage.pending_runs(db, kind)
-        if rules_changed:
-            logger.info("%s rules differ from those last applied: re-deriving every transaction", kind)
+    if rules_changed:
+        logger.info("%s rules differ from those last applied: re-deriving every transaction", kind)
 
-        def results() -> Iterator[pd.DataFrame]:
-            progress = Progress(f"derive {kind}")
-            for frame in storage.iter_transactions(db, rule.columns, covered):
-                result, stats = compute(frame)
-                counts.update(stats)
-                progress.add(len(frame))
-                yield result
+    def results() -> Iterator[pd.DataFrame]:
+        progress = Progress(f"derive {kind}")
+        for frame in storage.iter_transactions(settings.database, rule.columns, covered):
+            result, stats = compute(frame)
+            counts.update(stats)
+            progress.add(len(frame))
+            yield result
 
-        rows = scratch.write_frames(path, results(), rule.schema)
+    rows = scratch.write_frames(path, results(), rule.schema)
     logger.info("derived %s: %d rows, %s, covering %s", kind, rows, dict(counts),
                 "every transaction" if covered is None else f"runs {list(covered)}")
     figures = {k: v for k, v in counts.items() if not k.startswith("class:")}
@@ -190,9 +189,8 @@ def _derive(settings: RunSettings, kind: str, fingerprint: str,
 
 def publish(settings: RunSettings, derived: Derived) -> storage.PublishStats:
     """Write a derive stage's result to the database in one transaction (safe to retry)."""
-    with open_database(settings.database) as db:
-        return storage.publish(db, derived.kind, settings.run_id, scratch.read_frames(Path(derived.path)),
-                               derived.covered_runs, state=derived.state)
+    return storage.publish(settings.database, derived.kind, settings.run_id,
+                           scratch.read_frames(Path(derived.path)), derived.covered_runs, state=derived.state)
 
 
 # --------------------------------------------------------------------------- checks
@@ -201,6 +199,9 @@ def run_checks(settings: RunSettings | None, load_stats: storage.LoadStats | Non
     """Run every data check after publishing and store the verdicts (and anomalies) in the ledger."""
     if settings is None:
         return []
+    amounts = pd.concat(list(storage.iter_transactions(settings.database, ["id", "amount_cents"],
+                                                       [settings.run_id])) or
+                        [pd.DataFrame({"id": [], "amount_cents": []})])
     with open_database(settings.database) as db:
         history = storage.recent_runs(db, settings.run_id, limits.history_runs)
         results = []
@@ -216,16 +217,13 @@ def run_checks(settings: RunSettings | None, load_stats: storage.LoadStats | Non
                                     limits.volume_tolerance),
             ]
         results.append(checks.check_annotations_complete(storage.annotation_discrepancies(db)))
-        results.append(checks.check_tags_complete(
-            checks.tag_discrepancies(storage.iter_stored_tags(db), settings.tag_list)))
+        results.append(_check_tags(db, settings.tag_list))
         results.append(checks.check_referential_integrity(storage.orphan_counts(db)))
         for result in derived:
             dimension = "tagging" if result.kind == storage.TAGS else "annotations"
             storage.save_distribution(db, settings.run_id, dimension, result.distribution)
             baseline = storage.distribution(db, [r["run_id"] for r in history], dimension)
             results.append(checks.check_drift(dimension, result.distribution, baseline, limits.psi_threshold))
-        amounts = pd.concat(list(storage.iter_transactions(db, ["id", "amount_cents"], [settings.run_id])) or
-                            [pd.DataFrame({"id": [], "amount_cents": []})])
         outliers, bounds = checks.amount_outliers(amounts, limits.mad_factor)
         listed = outliers.head(limits.anomalies_listed)
         results.append(checks.check_outliers(len(outliers), len(listed), bounds))
@@ -234,6 +232,29 @@ def run_checks(settings: RunSettings | None, load_stats: storage.LoadStats | Non
         log = logger.info if result.passed else (logger.error if result.severity == "critical" else logger.warning)
         log("check %s (%s): %s", result.check_name, "passed" if result.passed else "FAILED", result.message)
     return results
+
+
+def _check_tags(db: sqlite_utils.Database, tags: tagging.TagList) -> checks.CheckResult:
+    """Tags complete: every transaction was tagged when it was published and nothing changed since.
+
+    Each publish tags exactly the rows it re-derives and leaves a fingerprint of the
+    tags table; when the fingerprint still matches, no run is pending and the tag list
+    is the one last applied, the whole table is known good without re-tagging it.
+    Otherwise every stored transaction is re-tagged and compared (slower, but exact).
+    """
+    current, recorded = storage.table_fingerprint(db, storage.TAGS)
+    pending = storage.pending_runs(db, storage.TAGS)
+    rules_applied = storage.get_state(db, _RULES[storage.TAGS].fingerprint_key) == tags.fingerprint
+    if current == recorded and not pending and rules_applied:
+        return checks.check_tags_complete({"checked": storage.table_counts(db)["transactions"]},
+                                          method="tags table unchanged since tagged at publish")
+    logger.warning("tags table differs from its last publish or runs are pending (%s): re-tagging "
+                   "every stored transaction to compare", list(pending))
+    found = checks.tag_discrepancies(storage.iter_stored_tags(db), tags)
+    if not rules_applied and found["checked"]:
+        found["tag_list_not_applied"] = 1
+    return checks.check_tags_complete({**found, "pending_runs": len(pending)},
+                                      method="every transaction re-tagged")
 
 
 def check_failures(results: list[checks.CheckResult]) -> list[Failure]:

@@ -21,20 +21,26 @@ the same transaction, so a run whose tagging failed is caught up by the next one
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+import weakref
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import adbc_driver_manager as adbc_errors
+import adbc_driver_sqlite.dbapi as adbc_sqlite
 import pandas as pd
+import pyarrow as pa
 import sqlite_utils
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 10 * 60 * 1000
 READ_CHUNK_ROWS = 500_000
 TAGS = "tags"
@@ -44,6 +50,14 @@ ENRICHMENT_KINDS = (TAGS, ANNOTATIONS)
 
 class StorageError(Exception):
     """The database cannot be used; the message names the file and what to do."""
+
+
+class ConstraintViolation(StorageError):
+    """A write broke a constraint of the schema (e.g. a tag for a transaction that does not exist)."""
+
+
+class StorageFull(StorageError):
+    """The disk (or the database's size limit) is full."""
 
 
 @dataclass(frozen=True)
@@ -186,22 +200,69 @@ _SCHEMA_V1: tuple[str, ...] = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _SCHEMA_V1),)
+# Version 3: the run lock (see "run lock" at the end of this module); independent of version 2.
+_SCHEMA_V3: tuple[str, ...] = (
+    """CREATE TABLE run_lock (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        run_id TEXT NOT NULL,
+        user TEXT,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        process_start TEXT,
+        acquired_at TEXT NOT NULL
+    )""",
+)
+
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _SCHEMA_V1), (3, _SCHEMA_V3))
+
+
+# Two copies of SQLite in one process must never have the same file open at once: POSIX
+# locks belong to the process, so closing the file in one copy silently drops the locks
+# the other holds (https://www.sqlite.org/howtocorrupt.html#multiple_copies_of_sqlite_linked_into_the_same_application).
+# Python's sqlite3 and ADBC's driver are two copies: a process opens a file with one or
+# the other, never both; these registries enforce it.
+_OPEN_DATABASES: "weakref.WeakSet[sqlite_utils.Database]" = weakref.WeakSet()
+_OPEN_BULK: Counter[Path] = Counter()
+
+
+class MixedSQLiteLibraries(StorageError):
+    """A database file was about to be opened by both SQLite libraries in one process."""
+
+
+def _is_open(db: sqlite_utils.Database) -> bool:
+    try:
+        db.conn.total_changes  # noqa: B018 - raises once the connection is closed
+    except sqlite3.ProgrammingError:
+        return False
+    return True
+
+
+def _open_elsewhere(path: Path) -> bool:
+    return any(_is_open(db) and database_file(db) == path for db in list(_OPEN_DATABASES))
 
 
 def connect(path: str | Path) -> sqlite_utils.Database:
     """Open (creating if needed) the database at ``path`` with the project's settings and schema."""
-    path = Path(path)
+    path = Path(path).resolve()
+    if _OPEN_BULK[path]:
+        raise MixedSQLiteLibraries(f"{path} is open for a bulk operation in this process: "
+                                   "finish it before opening the database")
     if not path.parent.exists():
-        raise StorageError(f"{path}: directory {path.parent} does not exist. Create it or pass another --database.")
+        raise DatabaseDirectoryMissing(f"{path}: directory {path.parent} does not exist. "
+                                       "Create it or pass another --database.")
+    conn = None
     try:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         db = sqlite_utils.Database(conn)
         _configure(db)
         migrate(db)
-    except sqlite3.DatabaseError as exc:
-        raise StorageError(f"{path}: cannot use this file as the database ({exc}). "
-                           "Check the path, its permissions and free disk space.") from exc
+        _OPEN_DATABASES.add(db)
+    except (sqlite3.DatabaseError, StorageError) as exc:
+        if conn is not None:
+            conn.close()
+        if isinstance(exc, StorageError):
+            raise
+        raise database_error(path, exc) from exc
     return db
 
 
@@ -226,10 +287,12 @@ def migrate(db: sqlite_utils.Database) -> None:
     """Bring the schema up to :data:`SCHEMA_VERSION`, one versioned migration at a time."""
     current = schema_version(db)
     if current > SCHEMA_VERSION:
-        raise StorageError(f"database schema version {current} is newer than this program "
-                           f"({SCHEMA_VERSION}). Upgrade the program.")
-    for version, statements in MIGRATIONS:
-        if version <= current:
+        raise SchemaTooNew(f"{_file_of(db)}: database schema version {current} is newer than this "
+                           f"program ({SCHEMA_VERSION}): a newer version of the program wrote it. "
+                           "Upgrade the program; the database was left untouched.")
+    applied = _applied_versions(db)
+    for version, statements in sorted(MIGRATIONS):
+        if version in applied:
             continue
         with write_transaction(db):
             db.execute("CREATE TABLE IF NOT EXISTS schema_version "
@@ -243,14 +306,24 @@ def migrate(db: sqlite_utils.Database) -> None:
 
 @contextmanager
 def write_transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
-    """One ``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back whole on any exception."""
-    db.execute("BEGIN IMMEDIATE")
+    """One ``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back whole on any exception.
+
+    A read-only, full, damaged or unreachable database raises the matching
+    :class:`StorageError` (see :func:`database_error`) naming the file.
+    """
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise database_error(_file_of(db), exc) from exc
     try:
         yield db
+        db.execute("COMMIT")
+    except sqlite3.OperationalError as exc:
+        _rollback(db)
+        raise database_error(_file_of(db), exc) from exc
     except BaseException:
-        db.execute("ROLLBACK")
+        _rollback(db)
         raise
-    db.execute("COMMIT")
 
 
 def utc_now() -> str:
@@ -258,8 +331,114 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+# --------------------------------------------------------------------------- bulk I/O
+# Bulk reads and writes go through Apache Arrow's ADBC SQLite driver: whole Arrow
+# batches cross into SQLite in C (no Python tuple per row), several times faster
+# than ``executemany``/``fetchmany``. It opens the same file with the same
+# settings; its transactions are the same ``BEGIN IMMEDIATE`` ones as elsewhere.
+BULK_BATCH_ROWS = 262_144
+
+_STAGING_SCHEMA = pa.schema([("line", pa.int64()), ("id", pa.int64()), ("amount_cents", pa.int64()),
+                             ("wording", pa.large_string())])
+_REJECTED_SCHEMA = pa.schema([("line", pa.int64()), ("raw", pa.large_string()),
+                              ("reason", pa.large_string())])
+
+
+def database_file(db: sqlite_utils.Database) -> Path:
+    """The file behind a connection (the ``main`` database)."""
+    for _, name, file in db.execute("PRAGMA database_list").fetchall():
+        if name == "main" and file:
+            return Path(file).resolve()
+    raise StorageError("the database is not a file: bulk operations need an on-disk database")
+
+
+class _BulkCursor:
+    """An ADBC cursor with the few conveniences the bulk paths need."""
+
+    def __init__(self, cursor) -> None:
+        self.cursor = cursor
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> None:
+        self.cursor.execute(sql, tuple(params) if params else None)
+
+    def scalar(self, sql: str, params: Sequence[object] = ()) -> object:
+        self.execute(sql, params)
+        row = self.cursor.fetchone()
+        return row[0] if row else None
+
+    def row(self, sql: str, params: Sequence[object] = ()) -> tuple:
+        self.execute(sql, params)
+        return tuple(self.cursor.fetchone())
+
+    def ingest(self, table: str, data: pa.Table | pa.RecordBatchReader, temporary: bool = False) -> None:
+        self.cursor.adbc_ingest(table, data, mode="append", temporary=temporary)
+
+    def batches(self, sql: str, params: Sequence[object] = ()) -> pa.RecordBatchReader:
+        self.execute(sql, params)
+        return self.cursor.fetch_record_batch()
+
+
+@contextmanager
+def bulk_connection(path: str | Path) -> Iterator[_BulkCursor]:
+    """An Arrow (ADBC) connection to a database created by :func:`connect`, closed on exit.
+
+    No :func:`connect` connection to the same file may be open in this process meanwhile.
+    """
+    path = Path(path).resolve()
+    if _open_elsewhere(path):
+        raise MixedSQLiteLibraries(f"{path} is open through sqlite3 in this process: "
+                                   "close it before a bulk operation")
+    if not path.exists():
+        raise StorageError(f"{path}: no such database; it is created by the run's start step")
+    _OPEN_BULK[path] += 1
+    conn = adbc_sqlite.connect(str(path), autocommit=True)
+    try:
+        cursor = conn.cursor()
+        cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BULK_BATCH_ROWS)})
+        bulk = _BulkCursor(cursor)
+        for pragma in _bulk_pragmas():
+            bulk.execute(pragma)
+        try:
+            yield bulk
+        finally:
+            cursor.close()
+    except adbc_errors.Error as exc:
+        raise _bulk_error(path, exc) from exc
+    finally:
+        conn.close()
+        _OPEN_BULK[path] -= 1
+
+
+def _bulk_error(path: Path, exc: Exception) -> StorageError:
+    """The project's error for a failed bulk operation, named after its condition."""
+    text = str(exc).replace("\n", " ")
+    if "constraint failed" in text:
+        return ConstraintViolation(f"{path}: a write broke a database constraint ({text}); nothing was written")
+    if "disk is full" in text or "SQLITE_FULL" in text:
+        return StorageFull(f"{path}: the disk is full ({text}); nothing was written. Free space and re-run.")
+    return StorageError(f"{path}: bulk operation failed ({text}); nothing was written. "
+                        "Check the file's permissions and free disk space, then re-run.")
+
+
+def _bulk_pragmas() -> tuple[str, ...]:
+    return (f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}", "PRAGMA synchronous = NORMAL",
+            "PRAGMA foreign_keys = ON", "PRAGMA cache_size = -262144", "PRAGMA temp_store = FILE")
+
+
+@contextmanager
+def _bulk_transaction(bulk: _BulkCursor) -> Iterator[_BulkCursor]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` on a bulk connection; rolled back whole on any exception."""
+    bulk.execute("BEGIN IMMEDIATE")
+    try:
+        yield bulk
+    except BaseException:
+        bulk.execute("ROLLBACK")
+        raise
+    bulk.execute("COMMIT")
+
+
 # --------------------------------------------------------------------------- loading
-def load_batch(db: sqlite_utils.Database, run_id: str, chunks: Iterable) -> LoadStats:
+def load_batch(database: str | Path, run_id: str, chunks: Iterable) -> LoadStats:
     """Load parsed CSV chunks as one batch, in one transaction.
 
     ``chunks`` yields objects with ``valid`` (line, id, amount_cents, wording) and
@@ -267,72 +446,77 @@ def load_batch(db: sqlite_utils.Database, run_id: str, chunks: Iterable) -> Load
     duplicate rows are loaded once and counted; rows sharing an id with different
     content are all rejected. Rows are upserted by id: new rows inserted, changed
     rows updated (and marked as changed by this run), identical rows untouched.
-    If reading fails midway, nothing is written.
+    If reading fails midway, nothing is written. Creates the database if needed.
     """
-    with write_transaction(db):
-        _create_staging(db)
+    connect(database).close()  # the schema, migrated, before the bulk connection opens
+    with bulk_connection(database) as bulk, _bulk_transaction(bulk):
+        _create_staging(bulk)
         rows_read = 0
         for chunk in chunks:
             rows_read += len(chunk.valid) + len(chunk.rejected)
-            _stage_chunk(db, chunk.valid, chunk.rejected)
-        conflicts = _reject_conflicting_duplicates(db)
-        db.execute(_batch_from_staging_sql())
-        rows_loaded = db.execute("SELECT COUNT(*) FROM temp.batch").fetchone()[0]
-        in_file = db.execute("SELECT COALESCE(SUM(amount_cents), 0) FROM temp.batch").fetchone()[0]
-        db.execute(_upsert_batch_sql(), {"run_id": run_id})
-        new, updated, stored = db.execute(_count_batch_changes_sql(), {"run_id": run_id}).fetchone()
-        db.execute("DELETE FROM rejected_rows WHERE run_id = ?", (run_id,))
-        db.execute("INSERT INTO rejected_rows (run_id, line, raw, reason) "
-                   "SELECT ?, line, raw, reason FROM temp.staging_rejected", (run_id,))
-        rejected = db.execute("SELECT COUNT(*) FROM temp.staging_rejected").fetchone()[0]
-        db.conn.executemany("INSERT OR IGNORE INTO pending_enrichment (run_id, kind) VALUES (?, ?)",
-                       [(run_id, kind) for kind in ENRICHMENT_KINDS])
-        _drop_staging(db)
-    stats = LoadStats(rows_read=rows_read, rows_loaded=rows_loaded, rows_new=new or 0,
-                      rows_updated=updated or 0,
-                      rows_unchanged=rows_loaded - (new or 0) - (updated or 0),
+            _stage_chunk(bulk, chunk.valid, chunk.rejected)
+        bulk.execute("CREATE INDEX temp.staging_id ON staging(id)")
+        conflicts = _reject_conflicting_duplicates(bulk)
+        rows_loaded, in_file = bulk.row(_batch_totals_sql())
+        existing = bulk.scalar(_count_existing_sql()) if bulk.scalar(_any_transaction_sql()) else 0
+        bulk.execute(_upsert_batch_sql(), (run_id, run_id))
+        changed = bulk.scalar("SELECT changes()")
+        stored = bulk.scalar(_stored_total_sql())
+        bulk.execute("DELETE FROM rejected_rows WHERE run_id = ?", (run_id,))
+        bulk.execute("INSERT INTO rejected_rows (run_id, line, raw, reason) "
+                     "SELECT ?, line, raw, reason FROM temp.staging_rejected", (run_id,))
+        rejected = bulk.scalar("SELECT COUNT(*) FROM temp.staging_rejected")
+        for kind in ENRICHMENT_KINDS:
+            bulk.execute("INSERT OR IGNORE INTO pending_enrichment (run_id, kind) VALUES (?, ?)", (run_id, kind))
+        _drop_staging(bulk)
+    new = rows_loaded - existing
+    stats = LoadStats(rows_read=rows_read, rows_loaded=rows_loaded, rows_new=new,
+                      rows_updated=changed - new, rows_unchanged=existing - (changed - new),
                       rows_rejected=rejected, rows_duplicate=rows_read - rows_loaded - rejected,
-                      cents_in_file=in_file, cents_stored=stored or 0)
+                      cents_in_file=in_file or 0, cents_stored=stored or 0)
     logger.info("loaded batch: %s (%d conflicting ids)", stats, conflicts)
     return stats
 
 
-def _create_staging(db: sqlite_utils.Database) -> None:
-    _drop_staging(db)
-    db.execute("CREATE TEMP TABLE staging (line INTEGER NOT NULL, id INTEGER NOT NULL, "
-               "amount_cents INTEGER NOT NULL, wording TEXT NOT NULL)")
-    db.execute("CREATE TEMP TABLE staging_rejected (line INTEGER PRIMARY KEY, raw TEXT NOT NULL, "
-               "reason TEXT NOT NULL)")
+def _create_staging(bulk: _BulkCursor) -> None:
+    _drop_staging(bulk)
+    # line is the rowid: rows stay in file order, duplicates of an id keep their first line
+    bulk.execute("CREATE TEMP TABLE staging (line INTEGER PRIMARY KEY, id INTEGER NOT NULL, "
+                 "amount_cents INTEGER NOT NULL, wording TEXT NOT NULL)")
+    bulk.execute("CREATE TEMP TABLE staging_rejected (line INTEGER PRIMARY KEY, raw TEXT NOT NULL, "
+                 "reason TEXT NOT NULL)")
 
 
-def _drop_staging(db: sqlite_utils.Database) -> None:
-    for table in ("staging", "staging_rejected", "conflicts", "batch"):
-        db.execute(f"DROP TABLE IF EXISTS temp.{table}")
+def _drop_staging(bulk: _BulkCursor) -> None:
+    for table in ("staging", "staging_rejected", "conflicts", "duplicates"):
+        bulk.execute(f"DROP TABLE IF EXISTS temp.{table}")
 
 
-def _stage_chunk(db: sqlite_utils.Database, valid: pd.DataFrame, rejected: pd.DataFrame) -> None:
-    db.conn.executemany(
-        "INSERT INTO temp.staging (line, id, amount_cents, wording) VALUES (?, ?, ?, ?)",
-        zip(valid["line"].tolist(), valid["id"].tolist(), valid["amount_cents"].tolist(),
-            valid["wording"].tolist()),
-    )
-    db.conn.executemany(
-        "INSERT INTO temp.staging_rejected (line, raw, reason) VALUES (?, ?, ?)",
-        zip(rejected["line"].tolist(), rejected["raw"].tolist(), rejected["reason"].tolist()),
-    )
+def _stage_chunk(bulk: _BulkCursor, valid: pd.DataFrame, rejected: pd.DataFrame) -> None:
+    if len(valid):
+        bulk.ingest("staging", pa.Table.from_pandas(valid[list(_STAGING_SCHEMA.names)], schema=_STAGING_SCHEMA,
+                                                    preserve_index=False), temporary=True)
+    if len(rejected):
+        bulk.ingest("staging_rejected", pa.Table.from_pandas(rejected[list(_REJECTED_SCHEMA.names)],
+                                                             schema=_REJECTED_SCHEMA, preserve_index=False),
+                    temporary=True)
 
 
-def _reject_conflicting_duplicates(db: sqlite_utils.Database) -> int:
-    """Move every row of an id that appears with different content to the rejected rows."""
-    db.execute("CREATE INDEX temp.staging_id ON staging(id)")
-    db.execute("""CREATE TEMP TABLE conflicts AS
+def _reject_conflicting_duplicates(bulk: _BulkCursor) -> int:
+    """Drop the repeated lines of identical duplicates; reject every line of a conflicting id."""
+    bulk.execute("""CREATE TEMP TABLE duplicates AS
+        SELECT id FROM temp.staging GROUP BY id HAVING COUNT(*) > 1""")
+    if not bulk.scalar("SELECT COUNT(*) FROM temp.duplicates"):
+        return 0  # the usual case: every id once, nothing more to do
+    bulk.execute("""CREATE TEMP TABLE conflicts AS
         SELECT id, group_concat(line, ', ') AS lines FROM (
-            SELECT id, line FROM temp.staging WHERE id IN (
-                SELECT id FROM (SELECT DISTINCT id, amount_cents, wording FROM temp.staging)
+            SELECT s.id, s.line FROM temp.staging s WHERE s.id IN (
+                SELECT id FROM (SELECT DISTINCT id, amount_cents, wording FROM temp.staging
+                                WHERE id IN (SELECT id FROM temp.duplicates))
                 GROUP BY id HAVING COUNT(*) > 1)
-            ORDER BY id, line)
+            ORDER BY s.id, s.line)
         GROUP BY id""")
-    db.execute("""INSERT INTO temp.staging_rejected (line, raw, reason)
+    bulk.execute("""INSERT INTO temp.staging_rejected (line, raw, reason)
         SELECT s.line,
                s.id || ',' || printf('%s%d.%02d', CASE WHEN s.amount_cents < 0 THEN '-' ELSE '' END,
                                      abs(s.amount_cents) / 100, abs(s.amount_cents) % 100)
@@ -340,19 +524,31 @@ def _reject_conflicting_duplicates(db: sqlite_utils.Database) -> int:
                'conflicting duplicate id: id ' || s.id || ' appears with different content on lines '
                     || c.lines || '; fix the file and load it again'
         FROM temp.staging s JOIN temp.conflicts c ON c.id = s.id""")
-    db.execute("DELETE FROM temp.staging WHERE id IN (SELECT id FROM temp.conflicts)")
-    return db.execute("SELECT COUNT(*) FROM temp.conflicts").fetchone()[0]
+    bulk.execute("DELETE FROM temp.staging WHERE id IN (SELECT id FROM temp.conflicts)")
+    # identical duplicates: keep the first line of each id
+    bulk.execute("""DELETE FROM temp.staging WHERE id IN (SELECT id FROM temp.duplicates)
+        AND line NOT IN (SELECT MIN(line) FROM temp.staging WHERE id IN (SELECT id FROM temp.duplicates)
+                         GROUP BY id)""")
+    return int(bulk.scalar("SELECT COUNT(*) FROM temp.conflicts"))
 
 
-def _batch_from_staging_sql() -> str:
-    # after conflicts are gone, rows sharing an id are identical: keep the first line
-    return """CREATE TEMP TABLE batch AS
-        SELECT id, MIN(line) AS line, amount_cents, wording FROM temp.staging GROUP BY id"""
+def _batch_totals_sql() -> str:
+    # after _reject_conflicting_duplicates every id appears once in staging
+    return "SELECT COUNT(*), COALESCE(SUM(amount_cents), 0) FROM temp.staging"
+
+
+def _any_transaction_sql() -> str:
+    return "SELECT EXISTS (SELECT 1 FROM transactions)"
+
+
+def _count_existing_sql() -> str:
+    return "SELECT COUNT(*) FROM temp.staging s WHERE EXISTS (SELECT 1 FROM transactions t WHERE t.id = s.id)"
 
 
 def _upsert_batch_sql() -> str:
+    # in id order, so that the primary-key b-tree is appended to rather than split at random
     return """INSERT INTO transactions (id, amount_cents, wording, first_run_id, last_changed_run_id)
-        SELECT id, amount_cents, wording, :run_id, :run_id FROM temp.batch WHERE true
+        SELECT id, amount_cents, wording, ?1, ?2 FROM temp.staging ORDER BY id
         ON CONFLICT (id) DO UPDATE SET
             amount_cents = excluded.amount_cents,
             wording = excluded.wording,
@@ -361,11 +557,9 @@ def _upsert_batch_sql() -> str:
            OR transactions.wording != excluded.wording"""
 
 
-def _count_batch_changes_sql() -> str:
-    return """SELECT SUM(t.first_run_id = :run_id),
-                     SUM(t.first_run_id != :run_id AND t.last_changed_run_id = :run_id),
-                     SUM(t.amount_cents)
-        FROM temp.batch b JOIN transactions t ON t.id = b.id"""
+def _stored_total_sql() -> str:
+    # control total: what the database now holds for the batch's ids
+    return "SELECT SUM(t.amount_cents) FROM temp.staging s JOIN transactions t ON t.id = s.id"
 
 
 # --------------------------------------------------------------------------- enrichment
@@ -381,33 +575,75 @@ def get_state(db: sqlite_utils.Database, key: str) -> str | None:
     return row[0] if row else None
 
 
-def iter_transactions(db: sqlite_utils.Database, columns: Sequence[str],
+_TRANSACTION_TYPES = {"id": pa.int64(), "amount_cents": pa.int64(), "wording": pa.large_string()}
+
+
+def iter_transactions(database: str | Path, columns: Sequence[str],
                       runs: Sequence[str] | None, chunk_rows: int = READ_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
-    """Stored transactions in id order, ``chunk_rows`` at a time.
+    """Stored transactions in id order, about ``chunk_rows`` at a time (read as Arrow batches).
 
     ``runs=None`` reads every transaction; otherwise only those last changed by one of ``runs``.
     """
-    allowed = {"id", "amount_cents", "wording"}
-    if not set(columns) <= allowed:
-        raise ValueError(f"unknown columns {sorted(set(columns) - allowed)}")
+    if not set(columns) <= set(_TRANSACTION_TYPES):
+        raise ValueError(f"unknown columns {sorted(set(columns) - set(_TRANSACTION_TYPES))}")
+    if runs is not None and not runs:
+        return
     sql, params = _select_transactions_sql(columns, runs)
-    cursor = db.execute(sql, params)
-    while True:
-        rows = cursor.fetchmany(chunk_rows)
-        if not rows:
-            return
-        yield pd.DataFrame.from_records(rows, columns=list(columns))
+    schema = pa.schema([(name, _TRANSACTION_TYPES[name]) for name in columns])
+    with bulk_connection(database) as bulk:
+        buffered = pa.Table.from_batches([], schema)
+        for batch in bulk.batches(sql, params):
+            buffered = pa.concat_tables([buffered, pa.Table.from_batches([batch]).cast(schema)])
+            while buffered.num_rows >= chunk_rows:
+                yield buffered.slice(0, chunk_rows).to_pandas()
+                buffered = buffered.slice(chunk_rows)
+        if buffered.num_rows:
+            yield buffered.to_pandas()
 
 
 def _select_transactions_sql(columns: Sequence[str], runs: Sequence[str] | None) -> tuple[str, list[str]]:
     select = f"SELECT {', '.join(columns)} FROM transactions"
     if runs is None:
         return select + " ORDER BY id", []
-    marks = ", ".join("?" for _ in runs) or "NULL"
+    marks = ", ".join("?" for _ in runs)
     return select + f" WHERE last_changed_run_id IN ({marks}) ORDER BY id", list(runs)
 
 
-def publish(db: sqlite_utils.Database, kind: str, run_id: str, frames: Iterable[pd.DataFrame],
+_ENRICHMENT_TABLES = {TAGS: ("tags", "tag"), ANNOTATIONS: ("annotations", "annotation")}
+
+
+def fingerprint_key(kind: str) -> str:
+    """The enrichment_state key of the fingerprint a publish leaves of its table."""
+    return f"{kind}_table_fingerprint"
+
+
+def _fingerprint_sql(kind: str) -> str:
+    # per value: row count and two modular sums of the ids (reads the value index only,
+    # which holds the id as rowid); any insert, delete or change of a row moves them
+    table, value = _ENRICHMENT_TABLES[kind]
+    return (f"SELECT {value}, COUNT(*), SUM(transaction_id % 1000000007), "
+            f"SUM((transaction_id % 65521) * (transaction_id % 65519)) FROM {table} "
+            f"GROUP BY {value} ORDER BY {value}")
+
+
+def _fingerprint(rows: Iterable[Sequence[object]]) -> str:
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(repr(tuple(row)).encode())
+    return digest.hexdigest()
+
+
+def _fetch_all(bulk: _BulkCursor, sql: str) -> list[tuple]:
+    bulk.execute(sql)
+    return [tuple(row) for row in bulk.cursor.fetchall()]
+
+
+def table_fingerprint(db: sqlite_utils.Database, kind: str) -> tuple[str, str | None]:
+    """The current fingerprint of the tags (or annotations) table, and the one its last publish left."""
+    return _fingerprint(db.execute(_fingerprint_sql(kind)).fetchall()), get_state(db, fingerprint_key(kind))
+
+
+def publish(database: str | Path, kind: str, run_id: str, frames: Iterable[pd.DataFrame],
             covered_runs: Sequence[str] | None, state: dict[str, str] | None = None) -> PublishStats:
     """Replace the ``kind`` rows (tags or annotations) of the re-derived transactions, in one transaction.
 
@@ -416,32 +652,35 @@ def publish(db: sqlite_utils.Database, kind: str, run_id: str, frames: Iterable[
     (so a tag that no longer applies disappears), the new rows inserted, the
     runs cleared from ``pending_enrichment`` and ``state`` saved.
     """
-    table, value = {TAGS: ("tags", "tag"), ANNOTATIONS: ("annotations", "annotation")}[kind]
-    with write_transaction(db):
-        before = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-        if covered_runs is None:
-            db.execute(f"DELETE FROM {table}")
-        else:
-            marks = ", ".join("?" for _ in covered_runs) or "NULL"
-            db.execute(f"DELETE FROM {table} WHERE transaction_id IN "
-                       f"(SELECT id FROM transactions WHERE last_changed_run_id IN ({marks}))",
-                       list(covered_runs))
-        removed = before - db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-        written = 0
+    table, value = _ENRICHMENT_TABLES[kind]
+    schema = pa.schema([("transaction_id", pa.int64()), (value, pa.large_string()), ("run_id", pa.large_string())])
+    written = 0
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        nonlocal written
         for frame in frames:
-            db.conn.executemany(
-                f"INSERT INTO {table} (transaction_id, {value}, run_id) VALUES (?, ?, ?)",
-                zip(frame["transaction_id"].tolist(), frame[value].tolist(), [run_id] * len(frame)),
-            )
             written += len(frame)
+            yield pa.RecordBatch.from_pandas(frame[["transaction_id", value]].assign(run_id=run_id),
+                                             schema=schema, preserve_index=False)
+
+    with bulk_connection(database) as bulk, _bulk_transaction(bulk):
+        before = bulk.scalar(f"SELECT COUNT(*) FROM {table}")
         if covered_runs is None:
-            db.execute("DELETE FROM pending_enrichment WHERE kind = ?", (kind,))
-        else:
-            db.conn.executemany("DELETE FROM pending_enrichment WHERE kind = ? AND run_id = ?",
-                           [(kind, run) for run in covered_runs])
-        for key, val in (state or {}).items():
-            db.execute("INSERT INTO enrichment_state (key, value) VALUES (?, ?) "
-                       "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, val))
+            bulk.execute(f"DELETE FROM {table}")
+        elif covered_runs:
+            marks = ", ".join("?" for _ in covered_runs)
+            bulk.execute(f"DELETE FROM {table} WHERE transaction_id IN "
+                         f"(SELECT id FROM transactions WHERE last_changed_run_id IN ({marks}))", covered_runs)
+        removed = before - bulk.scalar(f"SELECT COUNT(*) FROM {table}")
+        bulk.ingest(table, pa.RecordBatchReader.from_batches(schema, batches()))
+        if covered_runs is None:
+            bulk.execute("DELETE FROM pending_enrichment WHERE kind = ?", (kind,))
+        for run in covered_runs or ():
+            bulk.execute("DELETE FROM pending_enrichment WHERE kind = ? AND run_id = ?", (kind, run))
+        state = {**(state or {}), fingerprint_key(kind): _fingerprint(_fetch_all(bulk, _fingerprint_sql(kind)))}
+        for key, val in state.items():
+            bulk.execute("INSERT INTO enrichment_state (key, value) VALUES (?, ?) "
+                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, val))
     stats = PublishStats(written=written, removed=removed,
                          pending_runs=tuple(covered_runs) if covered_runs is not None else ())
     logger.info("published %s: %d rows written, %d old rows replaced", kind, written, removed)
@@ -664,3 +903,163 @@ def value_counts(db: sqlite_utils.Database, table: str) -> dict[str, int]:
     column = {"tags": "tag", "annotations": "annotation"}[table]
     rows = db.execute(f"SELECT {column}, COUNT(*) FROM {table} GROUP BY {column} ORDER BY 2 DESC").fetchall()
     return {value: count for value, count in rows}
+
+
+# --------------------------------------------------------------------------- database faults
+# Each condition a person must fix (retrying at once cannot help) has its own error,
+# named after it; the message names the file and what to do. StorageFull is above.
+class DatabaseDirectoryMissing(StorageError):
+    """The directory that should hold the database does not exist."""
+
+
+class NotADatabase(StorageError):
+    """The file is not an SQLite database, or is damaged."""
+
+
+class DatabaseReadOnly(StorageError):
+    """The database file, its directory or its disk cannot be written."""
+
+
+class CannotOpenDatabase(StorageError):
+    """SQLite cannot open or create the file (permissions, read-only disk, a directory...)."""
+
+
+class SchemaTooNew(StorageError):
+    """The database was written by a newer version of the program."""
+
+
+#: SQLite primary result codes (``sqlite3.Error.sqlite_errorcode & 0xFF``) and their conditions.
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_IOERR = 5, 6, 8, 10
+_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 11, 13, 14, 26
+
+
+def database_error(path: str | Path, exc: sqlite3.Error) -> StorageError | sqlite3.Error:
+    """The project's error for an SQLite error on ``path``, named after its condition.
+
+    Conditions of the file or the disk (read-only, full, not a database,
+    cannot open, I/O error, still locked after the busy timeout) become a
+    :class:`StorageError` subclass whose message says what to do; any other
+    error (a bug: bad SQL, a constraint) is returned unchanged.
+    """
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    detail = str(exc)
+    if code == _SQLITE_READONLY or "readonly" in detail:
+        return DatabaseReadOnly(
+            f"{path}: the database cannot be written ({detail}); nothing was written. Make the file, "
+            "its -wal and -shm files and its directory writable by this user (and check the disk is "
+            "not mounted read-only), then run again.")
+    if code == _SQLITE_FULL:
+        return StorageFull(f"{path}: the disk is full ({detail}); the write was rolled back and "
+                           "nothing stored was lost. Free disk space, then run again.")
+    if code in (_SQLITE_NOTADB, _SQLITE_CORRUPT):
+        return NotADatabase(
+            f"{path}: this file is not an SQLite database or is damaged ({detail}); it was left "
+            "untouched. Check that --database names the right file; if it is damaged, restore it "
+            "from a backup or move it away to start a new database.")
+    if code == _SQLITE_CANTOPEN:
+        return CannotOpenDatabase(
+            f"{path}: cannot open or create the database file ({detail}). Check that the path is a "
+            "file, that its directory is writable by this user and that the disk is not mounted "
+            "read-only.")
+    if code == _SQLITE_IOERR:
+        return StorageError(f"{path}: disk I/O error ({detail}); the write was rolled back. "
+                            "Check the disk, then run again.")
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return StorageError(f"{path}: the database stayed locked by another writer for "
+                            f"{BUSY_TIMEOUT_MS // 1000} s ({detail}); nothing was written. Run again "
+                            "once the other writer has finished.")
+    return exc
+
+
+def _file_of(db: sqlite_utils.Database) -> str:
+    """The file behind a connection, for messages (``?`` for an in-memory database)."""
+    for _, name, file in db.execute("PRAGMA database_list").fetchall():
+        if name == "main":
+            return file or ":memory:"
+    return "?"
+
+
+def _rollback(db: sqlite_utils.Database) -> None:
+    """Roll back the open transaction, if SQLite has not already done it (it does on a full disk)."""
+    if db.conn.in_transaction:
+        db.execute("ROLLBACK")
+
+
+def _applied_versions(db: sqlite_utils.Database) -> set[int]:
+    """The migrations already applied (a gap, e.g. 1 and 3 without 2, is filled in later)."""
+    if "schema_version" not in db.table_names():
+        return set()
+    return {int(version) for (version,) in db.execute("SELECT version FROM schema_version").fetchall()}
+
+
+# --------------------------------------------------------------------------- run lock
+# One run at a time writes a database: the run lock (table run_lock, at most one row)
+# names the run holding it, its user, and the host and pid of its Metaflow runtime
+# process, so that a lock whose holder died can be recognised (see enrich/runlock.py,
+# which decides liveness; this section only holds the SQL).
+RUN_LOCK_FIELDS = ("run_id", "user", "host", "pid", "process_start", "acquired_at")
+
+
+class RunLockHeld(StorageError):
+    """Another run, still alive, holds the database's run lock."""
+
+    def __init__(self, message: str, holder: dict | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+def run_lock_holder(db: sqlite_utils.Database) -> dict | None:
+    """The run holding the database's run lock (run_id, user, host, pid, process_start,
+    acquired_at), or None when it is free."""
+    if "run_lock" not in db.table_names():
+        return None
+    rows = list(db.query(f"SELECT {', '.join(RUN_LOCK_FIELDS)} FROM run_lock WHERE id = 1"))
+    return rows[0] if rows else None
+
+
+def acquire_run_lock(db: sqlite_utils.Database, claim: dict,
+                     holder_is_dead: Callable[[dict], bool]) -> tuple[bool, dict | None]:
+    """Take the run lock for ``claim`` (run_id, user, host, pid, process_start), in one transaction.
+
+    Returns ``(True, replaced)`` when ``claim`` now holds the lock (``replaced``
+    is the dead holder taken over, or None) and ``(False, holder)`` when another
+    run holds it and ``holder_is_dead(holder)`` is false. Taking a lock the same
+    run already holds keeps its ``acquired_at`` (steps of one run re-check it).
+    """
+    held = run_lock_holder(db)
+    if held is not None and _same_holder(held, claim):
+        return True, None  # already ours: no write, so steps never queue behind a long publish
+    with write_transaction(db):
+        held = run_lock_holder(db)
+        if held is not None and held["run_id"] != claim["run_id"] and not holder_is_dead(held):
+            return False, held
+        db.execute("""INSERT INTO run_lock (id, run_id, user, host, pid, process_start, acquired_at)
+            VALUES (1, :run_id, :user, :host, :pid, :process_start, :acquired_at)
+            ON CONFLICT (id) DO UPDATE SET run_id = excluded.run_id, user = excluded.user,
+                host = excluded.host, pid = excluded.pid, process_start = excluded.process_start,
+                acquired_at = CASE WHEN run_lock.run_id = excluded.run_id THEN run_lock.acquired_at
+                                   ELSE excluded.acquired_at END""",
+                   {**{name: claim.get(name) for name in RUN_LOCK_FIELDS}, "acquired_at": utc_now()})
+    replaced = held if held is not None and held["run_id"] != claim["run_id"] else None
+    return True, replaced
+
+
+def _same_holder(held: dict, claim: dict) -> bool:
+    return all(held[name] == claim.get(name) for name in ("run_id", "host", "pid", "process_start"))
+
+
+def release_run_lock(db: sqlite_utils.Database, run_id: str) -> bool:
+    """Free the run lock if ``run_id`` holds it; return whether it did."""
+    if "run_lock" not in db.table_names():
+        return False
+    with write_transaction(db):
+        cursor = db.execute("DELETE FROM run_lock WHERE id = 1 AND run_id = ?", (run_id,))
+        return cursor.rowcount > 0
+
+
+def break_run_lock(db: sqlite_utils.Database) -> dict | None:
+    """Free the run lock whoever holds it (manual recovery); return the holder removed, if any."""
+    with write_transaction(db):
+        held = run_lock_holder(db)
+        db.execute("DELETE FROM run_lock")
+    return held

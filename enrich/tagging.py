@@ -21,11 +21,13 @@ alphanumeric characters (tokens) and of other characters (separators). A tag of
 at some token concatenate to the normalized tag. Pure-ASCII wordings (nearly all
 bank wordings) are cut and joined with vectorized pyarrow kernels and matched by
 hash look-ups, so a 10,000-tag list costs about what a 4-tag list does; the rare
-non-ASCII wordings go through the same algorithm in Python, once per distinct
-wording, using Python's own Unicode tables.
+accented Latin wordings are first normalized to ASCII with Arrow kernels and take
+the same path; only what is left (``œ``, ``ß``, other scripts) goes through the same
+algorithm in Python, once per distinct wording, using Python's own Unicode tables.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -61,8 +63,14 @@ def normalize_text(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text)
     if decomposed.isascii():
         return decomposed.lower()
-    stripped = "".join(c for c in decomposed if not unicodedata.category(c).startswith("M"))
-    return stripped.casefold()
+    return _combining_marks().sub("", decomposed).casefold()
+
+
+@functools.cache
+def _combining_marks() -> re.Pattern[str]:
+    """Every character of Unicode categories Mn, Mc, Me (Python's tables), as one regex class."""
+    marks = [chr(code) for code in range(0x110000) if unicodedata.category(chr(code)).startswith("M")]
+    return re.compile("[" + "".join(re.escape(mark) for mark in marks) + "]+")
 
 
 def split_pieces(normalized: str) -> list[str]:
@@ -153,7 +161,10 @@ def find_tags(wordings: pd.Series, tags: TagList) -> pd.DataFrame:
 
     Returns a frame on the input's index; the input is not modified.
     """
-    array = pc.fill_null(pa.array(wordings, type=pa.large_string(), from_pandas=True), "")
+    array = pa.array(wordings, type=pa.large_string(), from_pandas=True)
+    if isinstance(array, pa.ChunkedArray):  # an Arrow-backed series (e.g. read in bulk) may hold chunks
+        array = array.combine_chunks()
+    array = pc.fill_null(array, "")
     if tags.mode == "word":
         rows, tag_ids = _word_matches(array, tags.keys)
     else:
@@ -215,13 +226,38 @@ def _substring_matches(array: pa.Array, keys: Sequence[str]) -> tuple[np.ndarray
 
 def _word_matches(array: pa.Array, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     by_length = _keys_by_token_count(keys)
-    is_ascii = pc.string_is_ascii(array).to_numpy(zero_copy_only=False)
-    ascii_rows = np.flatnonzero(is_ascii)
-    other_rows = np.flatnonzero(~is_ascii)
-    rows_a, tags_a = _ascii_word_matches(array.take(pa.array(ascii_rows)), by_length)
-    rows_u, tags_u = _unicode_word_matches(array.take(pa.array(other_rows)), by_length)
-    return (np.concatenate([ascii_rows[rows_a], other_rows[rows_u]]),
+    fast_rows, fast_text, slow_rows = _ascii_normalized(array)
+    rows_a, tags_a = _ascii_word_matches(fast_text, by_length)
+    rows_u, tags_u = _unicode_word_matches(array.take(pa.array(slow_rows)), by_length)
+    return (np.concatenate([fast_rows[rows_a], slow_rows[rows_u]]),
             np.concatenate([tags_a, tags_u]))
+
+
+#: Latin script up to Latin Extended-B: Unicode has not changed how these decompose in decades,
+#: so Arrow's normalization (utf8proc, RE2) agrees with Python's :func:`normalize_text` on them.
+_STABLE_LATIN = r"^[\x{0}-\x{24F}]*$"
+
+
+def _ascii_normalized(array: pa.Array) -> tuple[np.ndarray, pa.Array, np.ndarray]:
+    """Split rows into those whose normalized text is ASCII (with that text, vectorized) and the rest.
+
+    ASCII wordings are their own normalization (up to case). Accented Latin ones
+    (``é`` -> ``e``) are normalized with Arrow kernels: NFKD, combining marks removed.
+    What is left (``œ``, ``ß``, other scripts) goes to the exact Python path.
+    """
+    is_ascii = pc.string_is_ascii(array).to_numpy(zero_copy_only=False)
+    ascii_rows, other_rows = np.flatnonzero(is_ascii), np.flatnonzero(~is_ascii)
+    others = array.take(pa.array(other_rows))
+    latin = pc.match_substring_regex(others, _STABLE_LATIN).to_numpy(zero_copy_only=False)
+    latin_rows = other_rows[latin]
+    stripped = pc.replace_substring_regex(pc.utf8_normalize(others.filter(pa.array(latin)), "NFKD"),
+                                          r"\p{M}+", "")
+    now_ascii = pc.string_is_ascii(stripped).to_numpy(zero_copy_only=False)
+    fast_rows = np.concatenate([ascii_rows, latin_rows[now_ascii]])
+    fast_text = pa.concat_arrays([array.take(pa.array(ascii_rows)).cast(pa.large_string()),
+                                  stripped.filter(pa.array(now_ascii)).cast(pa.large_string())])
+    slow_rows = np.sort(np.concatenate([other_rows[~latin], latin_rows[~now_ascii]]))
+    return fast_rows, fast_text, slow_rows
 
 
 def _keys_by_token_count(keys: Sequence[str]) -> dict[int, dict[str, int]]:

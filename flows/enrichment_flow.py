@@ -17,7 +17,7 @@ if __name__ == "__main__":
 
 from metaflow import FlowSpec, Parameter, card, current, exit_hook, step
 
-from enrich import checks, pipeline  # noqa: E402
+from enrich import checks, pipeline, runlock  # noqa: E402
 from flows.card import draw_run_report
 from flows.guards import (BRANCH_LOCAL_ARTIFACTS, RunFailed, choose_failing_step, database_of,
                           guarded, inherited_failures)
@@ -32,13 +32,12 @@ class TransactionEnrichmentFlow(FlowSpec):
       1. start: resolve the parameters, validate the tag list, open the database and the run ledger.
       2. ingest: parse and validate the CSV; load valid rows (upsert by id) and quarantine bad ones
          in rejected_rows, as one transaction.
-      3. tag_transactions and annotate_transactions, in parallel: derive tags and annotations
-         for new and changed rows, reading them from the database.
-      4. publish_tags and publish_annotations: write each result in one transaction; the
-         branches are independent, a failure in one never stops the other.
-      5. join: gather both branches, then run the data checks over the whole database
+      3. tag_transactions and annotate_transactions, in parallel: derive the tags and annotations
+         of new and changed rows, reading them from the database, then publish each result in one
+         transaction; the branches are independent, a failure in one never stops the other.
+      4. join: gather both branches, then run the data checks over the whole database
          (accounting, control total, completeness, integrity, reject ratio, volume, drift, outliers).
-      6. end: the failure check: one SMS listing every failure and failed critical check,
+      5. end: the failure check: one SMS listing every failure and failed critical check,
          then a non-zero exit.
 
     Every step but end is guarded by @retry and @catch and by a ledger wrapper, all applied in
@@ -80,28 +79,20 @@ class TransactionEnrichmentFlow(FlowSpec):
 
     @step
     def tag_transactions(self):
-        """Tag the new and changed transactions, read from the database (result to a scratch file)."""
+        """Tag the new and changed transactions (read from the database, derived into a scratch
+        file without holding a lock), then replace their tags in one short transaction (safe to retry)."""
         self.tags_derived = pipeline.derive_tags(self.settings)
-        self.figures = dict(self.tags_derived.counts)
-        self.next(self.publish_tags)
-
-    @step
-    def publish_tags(self):
-        """Replace the tags of the re-derived transactions, in one transaction (safe to retry)."""
         self.tags_published = pipeline.publish(self.settings, self.tags_derived)
+        self.figures = dict(self.tags_derived.counts)
         self.next(self.join)
 
     @step
     def annotate_transactions(self):
-        """Annotate the new and changed transactions by amount (result to a scratch file)."""
+        """Annotate the new and changed transactions by amount, then replace their annotations in
+        one short transaction; independent of tagging, so one branch failing never stops the other."""
         self.annotations_derived = pipeline.derive_annotations(self.settings)
-        self.figures = dict(self.annotations_derived.counts)
-        self.next(self.publish_annotations)
-
-    @step
-    def publish_annotations(self):
-        """Replace the annotations of the re-derived transactions, in one transaction."""
         self.annotations_published = pipeline.publish(self.settings, self.annotations_derived)
+        self.figures = dict(self.annotations_derived.counts)
         self.next(self.join)
 
     @step
@@ -130,6 +121,7 @@ class TransactionEnrichmentFlow(FlowSpec):
         pipeline.publish_run_metrics(database, current.flow_name, run_id,
                                      Path(self.metrics) if self.metrics else pipeline.default_metrics_path(database))
         draw_run_report(database, run_id, task_will_fail=bool(failures))
+        runlock.release(database, run_id)  # the next run may start (if end dies first, the exit hook frees it)
         if failures:
             raise RunFailed(pipeline.failure_summary(failures))
 

@@ -36,3 +36,35 @@ def fresh_db(db_path):
     db = storage.connect(db_path)
     yield db
     db.close()
+
+
+class Store:
+    """A test database file. Bulk operations (load, publish, read in bulk) take its path and open
+    their own connection, so a test opens a sqlite3 connection only around each read
+    (see storage's note on two SQLite libraries in one process)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, function, *args, **kwargs):
+        """Call ``function(db, *args, **kwargs)`` on a connection opened for the call."""
+        from enrich import storage
+
+        db = storage.connect(self.path)
+        try:
+            return function(db, *args, **kwargs)
+        finally:
+            db.close()
+
+    def rows(self, sql: str, params=()) -> list[tuple]:
+        """Run one statement and return its rows as tuples."""
+        return self(lambda db: [tuple(r) for r in db.execute(sql, params).fetchall()])
+
+
+@pytest.fixture
+def store(db_path) -> Store:
+    """A new database file with the project's schema, no connection left open."""
+    from enrich import storage
+
+    storage.connect(db_path).close()
+    return Store(db_path)

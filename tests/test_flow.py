@@ -18,8 +18,7 @@ from tests.support.reference import annotation_of, tag_of
 pytestmark = pytest.mark.flow
 
 DEFAULT_TAGS = ["TATA", "TOTO", "TUTU", "TAXI"]
-GUARDED_STEPS = ["start", "ingest", "tag_transactions", "publish_tags", "annotate_transactions",
-                 "publish_annotations", "join"]
+GUARDED_STEPS = ["start", "ingest", "tag_transactions", "annotate_transactions", "join"]
 
 
 
@@ -78,9 +77,9 @@ def test_a_failure_in_any_guarded_step_alerts_once_and_fails_the_run(tmp_path, s
     assert len(sms["Body"]) <= 1600
     assert not result.run.successful
     tags, annotations = result.count("tags"), result.count("annotations")
-    if step in ("tag_transactions", "publish_tags"):
+    if step == "tag_transactions":
         assert (tags, annotations) == (0, 6)  # the other branch still published
-    elif step in ("annotate_transactions", "publish_annotations"):
+    elif step == "annotate_transactions":
         assert (tags, annotations) == (4, 0)
     elif step == "join":
         assert (tags, annotations) == (4, 6)
@@ -110,7 +109,7 @@ def test_twilio_error_is_logged_and_the_run_still_fails(tmp_path):
 
 def test_without_twilio_configuration_one_warning_line(tmp_path):
     result = run_flow(tmp_path, write_csv(tmp_path / "t.csv", SMALL), twilio=False,
-                      simulate_failure="publish_tags")
+                      simulate_failure="tag_transactions")
     assert result.returncode != 0
     assert result.sms == []
     output = result.stdout + result.stderr
@@ -158,7 +157,7 @@ def test_a_file_missing_a_column_fails_ingest_and_leaves_the_database_as_it_was(
 
 def test_a_tagging_failure_is_caught_up_by_the_next_run(tmp_path):
     csv = write_csv(tmp_path / "t.csv", SMALL)
-    failed = run_flow(tmp_path, csv, simulate_failure="publish_tags")
+    failed = run_flow(tmp_path, csv, simulate_failure="tag_transactions")
     assert failed.count("tags") == 0
     again = run_flow(tmp_path, csv)
     assert again.returncode == 0, again.stderr

@@ -25,39 +25,41 @@ def chunk(rows=(), rejected=()):
                            rejected=bad)
 
 
-def load_run(db, run_id, rows, rejected=(), *, started, finished, status="succeeded", **figures):
-    storage.record_run(db, run_id, status="running", started_at=started, user="ana",
-                       input_path="/data/t.csv", match_mode="word")
-    stats = storage.load_batch(db, run_id, [chunk(rows, rejected)])
-    storage.record_run(db, run_id, **pipeline.load_figures(stats), **figures)
-    storage.record_run(db, run_id, status=status, finished_at=finished)
+def load_run(store, run_id, rows, rejected=(), *, started, finished, status="succeeded", **figures):
+    store(storage.record_run, run_id, status="running", started_at=started, user="ana",
+          input_path="/data/t.csv", match_mode="word")
+    stats = storage.load_batch(store.path, run_id, [chunk(rows, rejected)])
+    store(storage.record_run, run_id, **pipeline.load_figures(stats), **figures)
+    store(storage.record_run, run_id, status=status, finished_at=finished)
     return stats
 
 
-def publish_all(db, run_id, tags, annotations):
-    storage.publish(db, storage.TAGS, run_id,
+def publish_all(store, run_id, tags, annotations):
+    storage.publish(store.path, storage.TAGS, run_id,
                     [pd.DataFrame({"transaction_id": list(tags), "tag": list(tags.values())})], None)
-    storage.publish(db, storage.ANNOTATIONS, run_id,
+    storage.publish(store.path, storage.ANNOTATIONS, run_id,
                     [pd.DataFrame({"transaction_id": list(annotations), "annotation": list(annotations.values())})],
                     None)
 
 
 @pytest.fixture
-def two_runs(fresh_db):
+def two_runs(store):
     """F/1 (3 rows, succeeded, 10 s), then F/2 (1 unchanged, 1 updated, 2 new, 2 rejected; 12.5 s)."""
-    db = fresh_db
-    load_run(db, "F/1", [(2, 1, -28366, "PRLV TATA"), (3, 2, 30328, "CARTE TOTO"), (4, 3, -47499, "COTISATION")],
+    load_run(store, "F/1", [(2, 1, -28366, "PRLV TATA"), (3, 2, 30328, "CARTE TOTO"), (4, 3, -47499, "COTISATION")],
              started="2025-01-01T10:00:00.000+00:00", finished="2025-01-01T10:00:10.000+00:00",
              tagged=2, untagged=1, ambiguous=0, annotated=3, zero_amount=0)
+    db = storage.connect(store.path)
     storage.record_step_attempt(db, "F/1", "start", "1", 0, "succeeded", "2025-01-01T10:00:00.100+00:00",
                                 "2025-01-01T10:00:00.200+00:00", 0.1)
-    load_run(db, "F/2", [(2, 1, -28366, "PRLV TATA"), (3, 2, 1000, "CARTE TOTO"), (4, 4, 0, "VIR TAXI"),
+    db.close()
+    load_run(store, "F/2", [(2, 1, -28366, "PRLV TATA"), (3, 2, 1000, "CARTE TOTO"), (4, 4, 0, "VIR TAXI"),
                          (5, 5, -500, "TUTU remb")],
              [(6, "x,abc,BAD", "bad id: 'x' is not a positive integer"), (7, "6,1.2.3,OOPS", "bad amount: '1.2.3'")],
              started="2025-01-02T11:00:00.000+00:00", finished="2025-01-02T11:00:12.500+00:00", status="failed",
              tagged=3, untagged=1, ambiguous=0, annotated=3, zero_amount=1)
-    publish_all(db, "F/2", {1: "TATA", 2: "TOTO", 4: "TAXI", 5: "TUTU"},
+    publish_all(store, "F/2", {1: "TATA", 2: "TOTO", 4: "TAXI", 5: "TUTU"},
                 {1: "EXPENSE", 2: "SALE", 3: "EXPENSE", 5: "SMALL EXPENSE"})
+    db = storage.connect(store.path)
     for step, attempt, status, started, duration, error in (
             ("start", 0, "succeeded", "2025-01-02T11:00:00.100+00:00", 0.5, None),
             ("ingest", 0, "failed", "2025-01-02T11:00:01.000+00:00", 1.25, ("OSError", "disk full")),
@@ -72,7 +74,8 @@ def two_runs(fresh_db):
                               "detail": ["outside -1.00 EUR..1.00 EUR"]})
     storage.save_check_results(db, "F/2", [r.as_row() for r in results], anomalies)
     storage.record_alert(db, "F/2", "sms", "sent", [PHONE], "TransactionEnrichmentFlow run 2 failed", None)
-    return db
+    yield db
+    db.close()
 
 
 # --------------------------------------------------------------------------- the data model

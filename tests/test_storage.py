@@ -54,109 +54,109 @@ def test_a_file_that_is_not_sqlite_is_explained(tmp_path):
         storage.connect(path)
 
 
-def test_amount_is_stored_in_cents_with_a_display_column(fresh_db):
-    storage.load_batch(fresh_db, "F/1", [chunk([(2, 1, -28366, "PRLV")])])
-    assert rows(fresh_db, "SELECT id, amount_cents, amount, wording, first_run_id, last_changed_run_id "
+def test_amount_is_stored_in_cents_with_a_display_column(store):
+    storage.load_batch(store.path, "F/1", [chunk([(2, 1, -28366, "PRLV")])])
+    assert store.rows("SELECT id, amount_cents, amount, wording, first_run_id, last_changed_run_id "
                           "FROM transactions") == [(1, -28366, -283.66, "PRLV", "F/1", "F/1")]
 
 
-def test_load_counts_and_upsert(fresh_db):
-    first = storage.load_batch(fresh_db, "F/1", [chunk([(2, 1, 100, "a"), (3, 2, 200, "b")])])
+def test_load_counts_and_upsert(store):
+    first = storage.load_batch(store.path, "F/1", [chunk([(2, 1, 100, "a"), (3, 2, 200, "b")])])
     assert (first.rows_read, first.rows_loaded, first.rows_new, first.rows_updated) == (2, 2, 2, 0)
-    again = storage.load_batch(fresh_db, "F/2", [chunk([(2, 1, 100, "a"), (3, 2, 200, "b")])])
+    again = storage.load_batch(store.path, "F/2", [chunk([(2, 1, 100, "a"), (3, 2, 200, "b")])])
     assert (again.rows_new, again.rows_updated, again.rows_unchanged) == (0, 0, 2)
-    assert rows(fresh_db, "SELECT id, last_changed_run_id FROM transactions") == [(1, "F/1"), (2, "F/1")]
-    changed = storage.load_batch(fresh_db, "F/3", [chunk([(2, 1, 100, "a"), (3, 2, 250, "b"),
+    assert store.rows("SELECT id, last_changed_run_id FROM transactions") == [(1, "F/1"), (2, "F/1")]
+    changed = storage.load_batch(store.path, "F/3", [chunk([(2, 1, 100, "a"), (3, 2, 250, "b"),
                                                          (4, 3, 1, "c")])])
     assert (changed.rows_new, changed.rows_updated, changed.rows_unchanged) == (1, 1, 1)
-    assert rows(fresh_db, "SELECT id, amount_cents, first_run_id, last_changed_run_id FROM transactions") == [
+    assert store.rows("SELECT id, amount_cents, first_run_id, last_changed_run_id FROM transactions") == [
         (1, 100, "F/1", "F/1"), (2, 250, "F/1", "F/3"), (3, 1, "F/3", "F/3")]
 
 
-def test_rows_absent_from_a_later_batch_are_kept(fresh_db):
-    storage.load_batch(fresh_db, "F/1", [chunk([(2, 1, 100, "a")])])
-    storage.load_batch(fresh_db, "F/2", [chunk([(2, 2, 100, "b")])])
-    assert rows(fresh_db, "SELECT id FROM transactions") == [(1,), (2,)]
+def test_rows_absent_from_a_later_batch_are_kept(store):
+    storage.load_batch(store.path, "F/1", [chunk([(2, 1, 100, "a")])])
+    storage.load_batch(store.path, "F/2", [chunk([(2, 2, 100, "b")])])
+    assert store.rows("SELECT id FROM transactions") == [(1,), (2,)]
 
 
-def test_identical_duplicates_are_loaded_once_and_counted(fresh_db):
-    stats = storage.load_batch(fresh_db, "F/1", [chunk([(2, 1, 100, "a"), (3, 1, 100, "a")]),
+def test_identical_duplicates_are_loaded_once_and_counted(store):
+    stats = storage.load_batch(store.path, "F/1", [chunk([(2, 1, 100, "a"), (3, 1, 100, "a")]),
                                                  chunk([(4, 1, 100, "a")])])
     assert (stats.rows_read, stats.rows_loaded, stats.rows_duplicate, stats.rows_rejected) == (3, 1, 2, 0)
 
 
-def test_conflicting_duplicates_are_all_rejected(fresh_db):
-    stats = storage.load_batch(fresh_db, "F/1", [chunk([(2, 1, 100, "a"), (3, 2, 5, "x"),
+def test_conflicting_duplicates_are_all_rejected(store):
+    stats = storage.load_batch(store.path, "F/1", [chunk([(2, 1, 100, "a"), (3, 2, 5, "x"),
                                                         (4, 1, 100, 'a "b"'), (5, 1, 100, "a")])])
     assert (stats.rows_loaded, stats.rows_rejected, stats.rows_duplicate) == (1, 3, 0)
-    assert rows(fresh_db, "SELECT id FROM transactions") == [(2,)]
-    rejected = storage.rejected_rows(fresh_db, "F/1")
+    assert store.rows("SELECT id FROM transactions") == [(2,)]
+    rejected = store(storage.rejected_rows, "F/1")
     assert list(rejected["line"]) == [2, 4, 5]
     assert all(r.startswith("conflicting duplicate id: id 1 ") and "lines 2, 4, 5" in r
                for r in rejected["reason"])
     assert rejected["raw"].iloc[1] == '1,1.00,"a ""b"""'
 
 
-def test_rejected_rows_are_stored_per_run(fresh_db):
-    storage.load_batch(fresh_db, "F/1", [chunk([], [(7, "x,y", "wrong field count: expected 3, got 2")])])
-    assert rows(fresh_db, "SELECT run_id, line, raw, reason FROM rejected_rows") == [
+def test_rejected_rows_are_stored_per_run(store):
+    storage.load_batch(store.path, "F/1", [chunk([], [(7, "x,y", "wrong field count: expected 3, got 2")])])
+    assert store.rows("SELECT run_id, line, raw, reason FROM rejected_rows") == [
         ("F/1", 7, "x,y", "wrong field count: expected 3, got 2")]
 
 
-def test_a_failing_read_leaves_the_database_untouched(fresh_db):
-    storage.load_batch(fresh_db, "F/1", [chunk([(2, 1, 100, "a")])])
+def test_a_failing_read_leaves_the_database_untouched(store):
+    storage.load_batch(store.path, "F/1", [chunk([(2, 1, 100, "a")])])
 
     def broken():
         yield chunk([(2, 1, 999, "changed"), (3, 2, 1, "new")])
         raise OSError("disk read error")
 
     with pytest.raises(OSError):
-        storage.load_batch(fresh_db, "F/2", broken())
-    assert rows(fresh_db, "SELECT id, amount_cents FROM transactions") == [(1, 100)]
-    assert storage.pending_runs(fresh_db, storage.TAGS) == ("F/1",)
+        storage.load_batch(store.path, "F/2", broken())
+    assert store.rows("SELECT id, amount_cents FROM transactions") == [(1, 100)]
+    assert store(storage.pending_runs, storage.TAGS) == ("F/1",)
 
 
-def test_publish_replaces_rows_of_covered_runs_and_clears_them(fresh_db):
-    storage.load_batch(fresh_db, "F/1", [chunk([(2, 1, 100, "TOTO"), (3, 2, 100, "TATA")])])
+def test_publish_replaces_rows_of_covered_runs_and_clears_them(store):
+    storage.load_batch(store.path, "F/1", [chunk([(2, 1, 100, "TOTO"), (3, 2, 100, "TATA")])])
     tags = pd.DataFrame({"transaction_id": [1, 2], "tag": ["TOTO", "TATA"]})
-    storage.publish(fresh_db, storage.TAGS, "F/1", [tags], ("F/1",), state={"k": "v"})
-    assert storage.pending_runs(fresh_db, storage.TAGS) == ()
-    assert storage.pending_runs(fresh_db, storage.ANNOTATIONS) == ("F/1",)
-    assert storage.get_state(fresh_db, "k") == "v"
+    storage.publish(store.path, storage.TAGS, "F/1", [tags], ("F/1",), state={"k": "v"})
+    assert store(storage.pending_runs, storage.TAGS) == ()
+    assert store(storage.pending_runs, storage.ANNOTATIONS) == ("F/1",)
+    assert store(storage.get_state, "k") == "v"
     # id 2 changes and is no longer tagged: its stale tag goes, id 1's stays
-    storage.load_batch(fresh_db, "F/2", [chunk([(2, 1, 100, "TOTO"), (3, 2, 100, "nothing")])])
-    stats = storage.publish(fresh_db, storage.TAGS, "F/2", [tags.iloc[:0]], ("F/2",))
+    storage.load_batch(store.path, "F/2", [chunk([(2, 1, 100, "TOTO"), (3, 2, 100, "nothing")])])
+    stats = storage.publish(store.path, storage.TAGS, "F/2", [tags.iloc[:0]], ("F/2",))
     assert stats.removed == 1 and stats.written == 0
-    assert rows(fresh_db, "SELECT transaction_id, tag, run_id FROM tags") == [(1, "TOTO", "F/1")]
+    assert store.rows("SELECT transaction_id, tag, run_id FROM tags") == [(1, "TOTO", "F/1")]
 
 
-def test_publish_is_all_or_nothing(fresh_db):
-    storage.load_batch(fresh_db, "F/1", [chunk([(2, 1, 100, "TOTO")])])
+def test_publish_is_all_or_nothing(store):
+    storage.load_batch(store.path, "F/1", [chunk([(2, 1, 100, "TOTO")])])
     good = pd.DataFrame({"transaction_id": [1], "tag": ["TOTO"]})
     orphan = pd.DataFrame({"transaction_id": [42], "tag": ["TOTO"]})  # no such transaction
-    with pytest.raises(sqlite3.IntegrityError):
-        storage.publish(fresh_db, storage.TAGS, "F/1", [good, orphan], ("F/1",))
-    assert rows(fresh_db, "SELECT COUNT(*) FROM tags") == [(0,)]
-    assert storage.pending_runs(fresh_db, storage.TAGS) == ("F/1",)
+    with pytest.raises(storage.ConstraintViolation, match="FOREIGN KEY"):
+        storage.publish(store.path, storage.TAGS, "F/1", [good, orphan], ("F/1",))
+    assert store.rows("SELECT COUNT(*) FROM tags") == [(0,)]
+    assert store(storage.pending_runs, storage.TAGS) == ("F/1",)
 
 
-def test_publish_everything_replaces_the_whole_table(fresh_db):
-    storage.load_batch(fresh_db, "F/1", [chunk([(2, 1, 100, "TOTO"), (3, 2, 5, "TATA")])])
-    storage.publish(fresh_db, storage.TAGS, "F/1",
+def test_publish_everything_replaces_the_whole_table(store):
+    storage.load_batch(store.path, "F/1", [chunk([(2, 1, 100, "TOTO"), (3, 2, 5, "TATA")])])
+    storage.publish(store.path, storage.TAGS, "F/1",
                     [pd.DataFrame({"transaction_id": [1, 2], "tag": ["TOTO", "TATA"]})], None)
-    storage.publish(fresh_db, storage.TAGS, "F/2",
+    storage.publish(store.path, storage.TAGS, "F/2",
                     [pd.DataFrame({"transaction_id": [2], "tag": ["TATA"]})], None)
-    assert rows(fresh_db, "SELECT transaction_id, run_id FROM tags") == [(2, "F/2")]
+    assert store.rows("SELECT transaction_id, run_id FROM tags") == [(2, "F/2")]
 
 
-def test_iter_transactions_by_runs_in_chunks(fresh_db):
-    storage.load_batch(fresh_db, "F/1", [chunk([(i + 2, i + 1, i, f"w{i}") for i in range(5)])])
-    storage.load_batch(fresh_db, "F/2", [chunk([(2, 9, 1, "new")])])
-    frames = list(storage.iter_transactions(fresh_db, ["id", "wording"], None, chunk_rows=2))
+def test_iter_transactions_by_runs_in_chunks(store):
+    storage.load_batch(store.path, "F/1", [chunk([(i + 2, i + 1, i, f"w{i}") for i in range(5)])])
+    storage.load_batch(store.path, "F/2", [chunk([(2, 9, 1, "new")])])
+    frames = list(storage.iter_transactions(store.path, ["id", "wording"], None, chunk_rows=2))
     assert [len(f) for f in frames] == [2, 2, 2]
-    only = pd.concat(storage.iter_transactions(fresh_db, ["id"], ["F/2"]))
+    only = pd.concat(storage.iter_transactions(store.path, ["id"], ["F/2"]))
     assert only["id"].tolist() == [9]
-    assert list(storage.iter_transactions(fresh_db, ["id"], [])) == []
+    assert list(storage.iter_transactions(store.path, ["id"], [])) == []
 
 
 def test_run_ledger(fresh_db):

@@ -190,3 +190,13 @@ def test_fingerprint_changes_with_tags_and_mode():
     assert base == build_tag_list(DEFAULT_TAGS).fingerprint
     assert base != build_tag_list(DEFAULT_TAGS, "substring").fingerprint
     assert base != build_tag_list(("TATA", "TOTO")).fingerprint
+
+
+def test_arrow_backed_wordings_in_several_chunks_are_tagged_like_plain_ones():
+    import pyarrow as pa
+
+    chunked = pa.chunked_array([["CARTE TOTO", "rien"], ["TATA et TUTU", "VIR TAXI"]], type=pa.large_string())
+    arrow_backed = pd.Series(pd.arrays.ArrowExtensionArray(chunked))
+    plain = pd.Series(["CARTE TOTO", "rien", "TATA et TUTU", "VIR TAXI"], dtype=object)
+    tags = build_tag_list(["TATA", "TOTO", "TUTU", "TAXI"])
+    assert find_tags(arrow_backed, tags).equals(find_tags(plain, tags))

@@ -33,5 +33,9 @@ test-deps:
 test: $(STAMP) test-deps
 	$(PY) -m pytest -n 2 --dist loadfile
 
+# The benchmark harness: a generated ROWS-row file through the whole flow, fresh then re-run.
+bench: $(STAMP)
+	$(PY) -m enrich.bench --rows $(ROWS) $(BENCH_ARGS)
+
 clean:
 	rm -rf .metaflow .pytest_cache .hypothesis

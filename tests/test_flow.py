@@ -40,7 +40,7 @@ def test_reference_sample_is_stored_tagged_and_annotated_by_the_rules(tmp_path):
     assert result.query("SELECT status, rows_read, rows_loaded FROM runs") == [("succeeded", 50, 50)]
     statuses = result.query("SELECT step, status FROM step_runs ORDER BY step")
     assert {status for _, status in statuses} == {"succeeded"}
-    assert len(statuses) == 8
+    assert len(statuses) == 6
 
 
 def test_bundled_sample_shows_quarantine_at_work(tmp_path):

@@ -8,7 +8,12 @@
   - raises inside the step named by ``--simulate-failure`` (to exercise alerting),
   - records each attempt in the ``step_runs`` ledger and the step's figures
     (``self.figures``) in the ``runs`` ledger,
-  - records a caught failure in the ``failures`` artifact that ``end`` reads.
+  - records a caught failure in the ``failures`` artifact that ``end`` reads,
+  - makes sure the run holds the database's run lock before a writing step
+    (:mod:`enrich.runlock`: the first step takes it, a second run fails at once),
+  - does not let ``@retry`` repeat a permanent error (:data:`PERMANENT_ERRORS`:
+    malformed input, bad tag list, an unusable database, a held lock): the
+    failure is recorded and the step ends, so the ledger shows one attempt.
 * :func:`alert_on_crash`, the ``@exit_hook`` backstop that alerts when the run
   died before ``end`` could.
 """
@@ -22,8 +27,10 @@ from pathlib import Path
 from metaflow import FlowMutator, current, user_step_decorator
 from metaflow.exception import MetaflowException
 
-from enrich import pipeline, storage
+from enrich import pipeline, runlock, storage
 from enrich.alerts import Failure
+from enrich.ingest import InputFileError
+from enrich.tagging import TagListError
 from enrich.logs import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -33,6 +40,10 @@ CATCH_VAR = "caught_exception"
 UNCAUGHT_STEPS = ("end",)
 ALWAYS_RUN_STEPS = ("join", "end")
 BRANCH_LOCAL_ARTIFACTS = ("failures", CATCH_VAR, "_catch_exception", "figures")
+#: Errors that the same attempt repeated a moment later would hit again: not retried.
+PERMANENT_ERRORS = (InputFileError, TagListError, storage.RunLockHeld, storage.DatabaseReadOnly,
+                    storage.StorageFull, storage.NotADatabase, storage.CannotOpenDatabase,
+                    storage.DatabaseDirectoryMissing, storage.SchemaTooNew)
 
 
 class SimulatedFailure(Exception):
@@ -106,13 +117,31 @@ def guard(step_name, flow, inputs):
         return
     ledger.attempt("running")
     try:
+        if step_name not in ALWAYS_RUN_STEPS:
+            runlock.hold(ledger.database, ledger.run_id, current.username)
+    except Exception as exc:
+        _record_failure(flow, failures, ledger, exc)
+        if not isinstance(exc, PERMANENT_ERRORS):
+            raise
+        yield {}  # permanent: the step is skipped (nothing written), not retried
+        return
+    try:
         yield _raise_simulated if simulated_target(flow) == step_name else None
     except Exception as exc:
-        flow.failures = failures + [Failure(step_name, type(exc).__name__, str(exc))]
-        ledger.attempt("failed", exc)
-        raise
+        _record_failure(flow, failures, ledger, exc)
+        if step_name in UNCAUGHT_STEPS or not isinstance(exc, PERMANENT_ERRORS):
+            raise
+        return  # permanent: swallowed so that @retry does not repeat it; later steps skip, end alerts
     ledger.attempt("succeeded")
     ledger.figures(getattr(flow, "figures", None))
+
+
+def _record_failure(flow, failures: list[Failure], ledger: "_Ledger", exc: Exception) -> None:
+    """Record the step's failure in the ``failures`` artifact and the ledger."""
+    if isinstance(exc, PERMANENT_ERRORS):
+        logger.error("%s failed (%s, permanent: not retried): %s", ledger.step, type(exc).__name__, exc)
+    flow.failures = failures + [Failure(ledger.step, type(exc).__name__, str(exc))]
+    ledger.attempt("failed", exc)
 
 
 def _raise_simulated(flow, inputs=None):
@@ -155,13 +184,14 @@ def alert_on_crash(run=None) -> None:
     if run is None:
         logger.error("exit hook: the failed run could not be loaded; no alert sent")
         return
-    if _alert_sent(run):
-        return
     try:
         start = run["start"].task.data
         database = Path(getattr(start, "database_path", None) or Path(start.database).resolve())
     except KeyError:
         database = None
+    runlock.release(database, run.pathspec)  # end did not get to release it
+    if _alert_sent(run):
+        return
     failed = [Failure(step.id, "TaskFailed", f"task {task.id} did not finish")
               for step in run for task in step if not task.successful]
     failed = failed or [Failure("run", "RunFailed", "the run stopped before its failure check")]

@@ -1,0 +1,328 @@
+"""Database faults: read-only file or disk, full disk, missing directory, a file that is not
+SQLite, an older or newer schema; and which failures are retried.
+
+For each fault: a clear :class:`storage.StorageError` naming the file and what to do,
+nothing stored lost, the input untouched, and (through the flow) an SMS alert. The
+tests run as root in CI, where ``chmod`` does not stop writes: a read-only file is made
+immutable with ``chattr +i``, a read-only or full disk is a real small tmpfs mount
+(remounted read-only); those tests are skipped, with the reason, where that is not possible.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from enrich import runlock, storage
+from enrich.generate import write_csv as generate_csv
+from flows.guards import PERMANENT_ERRORS
+from tests.flow_support import SMALL, run_flow, write_csv
+
+FLOW = "TransactionEnrichmentFlow"
+
+
+# --------------------------------------------------------------------------- fault makers
+@contextmanager
+def immutable(path: Path) -> Iterator[Path]:
+    """``path`` made immutable (``chattr +i``): not even root can write, rename or delete it."""
+    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True) \
+        if shutil.which("chattr") else None
+    if done is None or done.returncode != 0:
+        pytest.skip(f"chattr +i is not available here ({done.stderr.strip() if done else 'no chattr'})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size`` mounted at ``where`` (root only), unmounted afterwards."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root")
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def remount_read_only(where: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
+
+
+def chunk(ids, cents, words=None) -> SimpleNamespace:
+    """A parsed chunk as enrich.ingest yields it (rows on lines id + 1)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    words = words if words is not None else [f"PAIEMENT CB {i}" for i in ids]
+    valid = pd.DataFrame({"line": ids + 1, "id": ids, "amount_cents": np.asarray(cents, dtype=np.int64),
+                          "wording": pd.Series(words, dtype="str")})
+    rejected = pd.DataFrame({"line": np.zeros(0, np.int64), "raw": pd.Series([], dtype="str"),
+                             "reason": pd.Series([], dtype="str")})
+    return SimpleNamespace(valid=valid, rejected=rejected)
+
+
+def rows(path: Path, sql: str) -> list[tuple]:
+    """Read with a plain sqlite3 connection, closed at once."""
+    conn = sqlite3.connect(path)
+    try:
+        return [tuple(r) for r in conn.execute(sql).fetchall()]
+    finally:
+        conn.close()
+
+
+def seed(path: Path, n: int = 3) -> list[tuple]:
+    """A database with ``n`` transactions and a ledger row; returns its transactions."""
+    storage.connect(path).close()
+    storage.load_batch(path, f"{FLOW}/1", [chunk(range(1, n + 1), [100 * i for i in range(1, n + 1)])])
+    db = storage.connect(path)
+    storage.record_run(db, f"{FLOW}/1", status="succeeded", user="alice")
+    db.close()
+    return rows(path, "SELECT * FROM transactions ORDER BY id")
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_clear(error: BaseException, path: Path, *hints: str) -> None:
+    message = str(error)
+    assert isinstance(error, storage.StorageError)
+    assert str(path) in message, message
+    for hint in hints:
+        assert hint in message, (hint, message)
+
+
+# --------------------------------------------------------------------------- read-only
+def test_a_read_only_database_file_is_refused_clearly_and_kept(tmp_path):
+    path = tmp_path / "bank.db"
+    kept = seed(path)
+    with immutable(path):
+        db = storage.connect(path)  # SQLite falls back to reading
+        try:
+            assert [tuple(r) for r in db.execute("SELECT * FROM transactions ORDER BY id")] == kept
+            with pytest.raises(storage.DatabaseReadOnly) as caught:
+                storage.record_run(db, f"{FLOW}/2", user="bob")
+            with pytest.raises(storage.DatabaseReadOnly):
+                runlock.hold(path, f"{FLOW}/2", "bob", pid=os.getpid())
+        finally:
+            db.close()
+        with pytest.raises(storage.StorageError) as bulk:  # the bulk load path too
+            storage.load_batch(path, f"{FLOW}/2", [chunk([9], [1])])
+        assert str(path) in str(bulk.value)
+    assert_clear(caught.value, path, "cannot be written", "nothing was written", "writable")
+    assert rows(path, "SELECT * FROM transactions ORDER BY id") == kept
+    assert rows(path, "SELECT run_id FROM runs") == [(f"{FLOW}/1",)]
+    assert rows(path, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_a_read_only_disk_is_refused_clearly_and_kept(tmp_path):
+    with tmpfs(tmp_path / "ro", "4m") as mount:
+        path = mount / "bank.db"
+        kept = seed(path)
+        remount_read_only(mount)
+        for target in (path, mount / "new.db"):
+            with pytest.raises(storage.StorageError) as caught:
+                storage.connect(target).close()
+            assert isinstance(caught.value, PERMANENT_ERRORS)
+            assert_clear(caught.value, target, "read-only")
+        with pytest.raises(storage.StorageError):
+            runlock.hold(path, f"{FLOW}/2", "bob", pid=os.getpid())
+        subprocess.run(["mount", "-o", "remount,rw", str(mount)], check=True)  # to read it back
+        assert rows(path, "SELECT * FROM transactions ORDER BY id") == kept
+        assert rows(path, "PRAGMA integrity_check") == [("ok",)]
+
+
+# --------------------------------------------------------------------------- full disk
+def test_a_full_disk_rolls_the_write_back_and_says_so(tmp_path):
+    with tmpfs(tmp_path / "small", "1m") as mount:
+        path = mount / "bank.db"
+        kept = seed(path)
+        big = [chunk(np.arange(10, 60_010), np.arange(60_000), ["PRLV SEPA " + "X" * 40] * 60_000)]
+        with pytest.raises(storage.StorageFull) as caught:
+            storage.load_batch(path, f"{FLOW}/2", big)
+        assert str(path) in str(caught.value) and "Free" in str(caught.value)
+        db = storage.connect(path)
+        try:
+            with pytest.raises(storage.StorageFull) as ledger:  # the sqlite3 write path too
+                for i in range(10_000):
+                    storage.record_alert(db, f"{FLOW}/2", "sms", "sent", ["+33"], "x" * 4000, None)
+        finally:
+            db.close()
+        assert_clear(ledger.value, path, "disk is full", "nothing stored was lost", "Free disk space")
+        assert rows(path, "SELECT * FROM transactions ORDER BY id") == kept  # nothing of the batch
+        assert rows(path, "SELECT COUNT(*) FROM rejected_rows") == [(0,)]
+        assert rows(path, "PRAGMA integrity_check") == [("ok",)]
+
+
+# --------------------------------------------------------------------------- wrong or missing file
+def test_a_missing_directory_is_explained(tmp_path):
+    path = tmp_path / "no" / "such" / "bank.db"
+    with pytest.raises(storage.DatabaseDirectoryMissing) as caught:
+        storage.connect(path)
+    assert_clear(caught.value, path, "does not exist", "--database")
+    assert not path.parent.exists()
+
+
+@pytest.mark.parametrize("content", [b"id,amount,wording\n1,2,x\n" * 200, b"\0" * 4096 * 3,
+                                     b"SQLite format 3\0" + b"\xff" * 5000])
+def test_a_file_that_is_not_sqlite_is_explained_and_untouched(tmp_path, content):
+    path = tmp_path / "bank.db"
+    path.write_bytes(content)
+    with pytest.raises(storage.NotADatabase) as caught:
+        storage.connect(path)
+    assert_clear(caught.value, path, "not an SQLite database", "left untouched")
+    assert path.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bank.db"]  # no -wal / -shm left behind
+
+
+def test_a_directory_given_as_the_database_is_explained(tmp_path):
+    with pytest.raises(storage.CannotOpenDatabase) as caught:
+        storage.connect(tmp_path)
+    assert_clear(caught.value, tmp_path, "cannot open or create")
+
+
+# --------------------------------------------------------------------------- schema versions
+def version_1_database(path: Path) -> None:
+    """A database as the first release left it: migration 1 only, with data."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("BEGIN")
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for statement in dict(storage.MIGRATIONS)[1]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version VALUES (1, '2024-01-01T00:00:00.000+00:00')")
+    conn.execute("INSERT INTO transactions (id, amount_cents, wording, first_run_id, last_changed_run_id) "
+                 "VALUES (1, -28366, 'PRLV CE PROVENCE', 'F/1', 'F/1')")
+    conn.execute("INSERT INTO tags VALUES (1, 'TATA', 'F/1')")
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def test_an_older_schema_is_migrated_up_with_its_data_kept(db_path):
+    version_1_database(db_path)
+    db = storage.connect(db_path)
+    try:
+        assert storage.schema_version(db) == storage.SCHEMA_VERSION
+        versions = [v for (v,) in db.execute("SELECT version FROM schema_version ORDER BY version")]
+        assert versions == sorted(v for v, _ in storage.MIGRATIONS)
+        assert "run_lock" in db.table_names()
+        assert [tuple(r) for r in db.execute("SELECT id, amount_cents, amount, wording FROM transactions")] == [
+            (1, -28366, -283.66, "PRLV CE PROVENCE")]
+        assert [tuple(r) for r in db.execute("SELECT * FROM tags")] == [(1, "TATA", "F/1")]
+    finally:
+        db.close()
+    runlock.hold(db_path, f"{FLOW}/2", "bob", pid=os.getpid())  # the new table works
+
+
+def test_a_newer_schema_is_refused_and_left_untouched(db_path):
+    storage.connect(db_path).close()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("INSERT INTO schema_version VALUES (99, 'future')")
+    conn.close()
+    before = digest(db_path)
+    with pytest.raises(storage.SchemaTooNew) as caught:
+        storage.connect(db_path)
+    assert_clear(caught.value, db_path, "version 99 is newer than this program", "Upgrade the program")
+    assert digest(db_path) == before
+
+
+def test_every_unusable_database_condition_is_permanent():
+    """The guard does not let @retry repeat these (see flows/guards.py)."""
+    for error in (storage.DatabaseReadOnly, storage.StorageFull, storage.NotADatabase,
+                  storage.CannotOpenDatabase, storage.DatabaseDirectoryMissing, storage.SchemaTooNew,
+                  storage.RunLockHeld):
+        assert issubclass(error, storage.StorageError) and issubclass(error, PERMANENT_ERRORS)
+
+
+# --------------------------------------------------------------------------- through the flow
+def assert_alerted(result, step: str, error: str) -> str:
+    assert result.returncode != 0
+    assert len(result.sms) == 1, result.sms
+    body = result.sms[0]["fields"]["Body"]
+    assert f"- {step}: {error}" in body, body
+    return body
+
+
+@pytest.mark.flow
+def test_a_flow_run_on_a_file_that_is_not_sqlite_alerts_and_touches_nothing(tmp_path):
+    database = tmp_path / "bank.db"
+    database.write_bytes(b"id,amount,wording\n" * 500)
+    before = digest(database)
+    csv = write_csv(tmp_path / "t.csv", SMALL)
+    result = run_flow(tmp_path, csv, database=database)
+    assert_alerted(result, "start", "NotADatabase")
+    assert str(database) in result.stdout + result.stderr
+    assert digest(database) == before
+    assert csv.read_text(encoding="utf-8") == SMALL
+
+
+@pytest.mark.flow
+def test_a_flow_run_on_a_read_only_database_alerts_and_loses_nothing(tmp_path):
+    csv = write_csv(tmp_path / "t.csv", SMALL)
+    first = run_flow(tmp_path, csv)
+    assert first.returncode == 0, first.stderr
+    kept = first.query("SELECT * FROM transactions ORDER BY id"), first.query("SELECT * FROM tags ORDER BY 1")
+    with immutable(first.database):
+        result = run_flow(tmp_path, write_csv(tmp_path / "u.csv", SMALL + "8,1.00,NEW TOTO\n"))
+    body = assert_alerted(result, "start", "DatabaseReadOnly")
+    assert "cannot be written" in body
+    assert (result.query("SELECT * FROM transactions ORDER BY id"),
+            result.query("SELECT * FROM tags ORDER BY 1")) == kept
+    assert result.query("PRAGMA integrity_check") == [("ok",)]
+
+
+@pytest.mark.flow
+def test_a_flow_run_on_a_full_disk_alerts_and_loses_nothing(tmp_path):
+    with tmpfs(tmp_path / "small", "1500k") as mount:
+        database = mount / "bank.db"
+        first = run_flow(tmp_path, write_csv(tmp_path / "t.csv", SMALL), database=database)
+        assert first.returncode == 0, first.stderr
+        kept = first.query("SELECT * FROM transactions ORDER BY id")
+        big = generate_csv(tmp_path / "big.csv", 40_000, seed=3).path
+        big_digest = digest(big)
+        result = run_flow(tmp_path, big, database=database)
+        body = assert_alerted(result, "ingest", "StorageFull")
+        assert "disk is full" in body
+        attempts = result.query("SELECT attempt, status FROM step_runs WHERE step = 'ingest' AND run_id = ?",
+                                (result.run.pathspec,))
+        assert attempts in ([], [(0, "failed")])  # one attempt (if the ledger row itself fit)
+        assert result.query("SELECT * FROM transactions ORDER BY id") == kept
+        assert result.query("PRAGMA integrity_check") == [("ok",)]
+        assert digest(big) == big_digest
+
+
+# --------------------------------------------------------------------------- retries
+@pytest.mark.flow
+def test_a_transient_fault_is_retried_and_every_attempt_recorded(tmp_path):
+    result = run_flow(tmp_path, write_csv(tmp_path / "t.csv", SMALL), simulate_failure="ingest")
+    attempts = result.query("SELECT attempt, status, error_type FROM step_runs WHERE step = 'ingest' "
+                            "ORDER BY attempt")
+    assert attempts == [(0, "failed", "SimulatedFailure"), (1, "failed", "SimulatedFailure"),
+                        (2, "failed", "SimulatedFailure")]
+    assert len(result.sms) == 1
+
+
+@pytest.mark.flow
+def test_a_malformed_file_is_not_retried(tmp_path):
+    result = run_flow(tmp_path, write_csv(tmp_path / "t.csv", "id,montant,wording\n1,2.00,x\n"))
+    attempts = result.query("SELECT attempt, status, error_type FROM step_runs WHERE step = 'ingest'")
+    assert attempts == [(0, "failed", "MissingColumnError")]
+    body = assert_alerted(result, "ingest", "MissingColumnError")
+    assert "t.csv" in body
+    assert "not retried" in result.stdout + result.stderr

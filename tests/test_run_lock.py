@@ -1,0 +1,295 @@
+"""Concurrent runs on one database: the run lock, stale locks, and readers during a publish.
+
+Unit tests take the lock through :mod:`enrich.runlock` on real SQLite files; the
+flow tests run the real flow while the lock is held (by this test process) or
+stale (held by a process that is gone), and watch a real run's lock from outside.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from enrich import runlock, storage
+from tests.flow_support import FLOW_FILE, INJECT, ROOT, SMALL, TWILIO_ENV, run_flow, write_csv
+
+FLOW = "TransactionEnrichmentFlow"
+
+
+def holder(db_path: Path) -> dict | None:
+    db = storage.connect(db_path)
+    try:
+        return storage.run_lock_holder(db)
+    finally:
+        db.close()
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+# --------------------------------------------------------------------------- unit: the lock
+def test_a_free_lock_is_taken_with_the_holder_identity(db_path):
+    runlock.hold(db_path, f"{FLOW}/1", "alice", pid=os.getpid())
+    held = holder(db_path)
+    assert (held["run_id"], held["user"], held["host"], held["pid"]) == (f"{FLOW}/1", "alice",
+                                                                          socket.gethostname(), os.getpid())
+    assert held["process_start"] == runlock.process_start(os.getpid()) is not None
+    assert held["acquired_at"]
+
+
+def test_a_second_run_fails_at_once_with_a_clear_message(db_path):
+    runlock.hold(db_path, f"{FLOW}/1", "alice", pid=os.getpid())
+    before = holder(db_path)
+    started = time.perf_counter()
+    with pytest.raises(storage.RunLockHeld) as caught:
+        runlock.hold(db_path, f"{FLOW}/2", "bob", pid=os.getpid())
+    assert time.perf_counter() - started < 2  # no waiting
+    message = str(caught.value)
+    for expected in (str(db_path), f"{FLOW}/1", "user alice", f"started {before['acquired_at']}",
+                     f"pid {os.getpid()}", "Wait for that run to finish", "taken over automatically"):
+        assert expected in message, expected
+    assert caught.value.holder["run_id"] == f"{FLOW}/1"
+    assert holder(db_path) == before
+
+
+def test_the_same_run_holds_it_again_without_change(db_path):
+    runlock.hold(db_path, f"{FLOW}/1", "alice", pid=os.getpid())
+    first = holder(db_path)
+    runlock.hold(db_path, f"{FLOW}/1", "alice", pid=os.getpid())
+    assert holder(db_path) == first
+
+
+def test_a_lock_whose_process_is_gone_is_taken_over_with_a_warning(db_path, caplog):
+    gone = dead_pid()
+    runlock.hold(db_path, f"{FLOW}/1", "alice", pid=gone)
+    with caplog.at_level(logging.WARNING, logger="enrich.runlock"):
+        runlock.hold(db_path, f"{FLOW}/2", "bob", pid=os.getpid())
+    assert holder(db_path)["run_id"] == f"{FLOW}/2"
+    assert f"took over the run lock of run {FLOW}/1" in caplog.text and str(gone) in caplog.text
+
+
+def test_a_killed_but_unreaped_process_counts_as_gone(db_path):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        runlock.hold(db_path, f"{FLOW}/1", "alice", pid=child.pid)
+        with pytest.raises(storage.RunLockHeld):
+            runlock.hold(db_path, f"{FLOW}/2", "bob", pid=os.getpid())
+        child.kill()
+        for _ in range(100):  # a zombie until reaped: /proc says "Z"
+            if not runlock.process_alive(child.pid):
+                break
+            time.sleep(0.02)
+        assert Path(f"/proc/{child.pid}").exists()  # still there, as a zombie
+        runlock.hold(db_path, f"{FLOW}/2", "bob", pid=os.getpid())
+        assert holder(db_path)["run_id"] == f"{FLOW}/2"
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_recycled_pid_is_not_mistaken_for_the_holder(db_path):
+    runlock.hold(db_path, f"{FLOW}/1", "alice", pid=os.getpid())
+    db = storage.connect(db_path)
+    db.execute("UPDATE run_lock SET process_start = 'another-boot:1'")  # same pid, another process
+    db.close()
+    runlock.hold(db_path, f"{FLOW}/2", "bob", pid=os.getpid())
+    assert holder(db_path)["run_id"] == f"{FLOW}/2"
+
+
+def test_a_lock_from_another_host_is_never_declared_dead(db_path):
+    runlock.hold(db_path, f"{FLOW}/1", "alice", pid=dead_pid())
+    db = storage.connect(db_path)
+    db.execute("UPDATE run_lock SET host = 'other-host'")
+    db.close()
+    with pytest.raises(storage.RunLockHeld, match="--break"):
+        runlock.hold(db_path, f"{FLOW}/2", "bob", pid=os.getpid())
+
+
+def test_release_only_frees_the_holders_lock_and_never_raises(db_path, tmp_path):
+    runlock.hold(db_path, f"{FLOW}/1", "alice", pid=os.getpid())
+    runlock.release(db_path, f"{FLOW}/2")
+    assert holder(db_path)["run_id"] == f"{FLOW}/1"
+    runlock.release(db_path, f"{FLOW}/1")
+    assert holder(db_path) is None
+    runlock.release(None, f"{FLOW}/1")
+    missing = tmp_path / "nowhere" / "db.db"
+    runlock.release(missing, f"{FLOW}/1")  # does not create it
+    assert not missing.exists()
+    not_sqlite = tmp_path / "text.db"
+    not_sqlite.write_text("not a database " * 100)
+    runlock.release(not_sqlite, f"{FLOW}/1")  # logged, not raised
+
+
+def test_the_lock_can_be_shown_and_broken_by_hand(db_path, capsys):
+    runlock.hold(db_path, f"{FLOW}/7", "alice", pid=os.getpid())
+    assert runlock.main(["--database", str(db_path)]) == 0
+    shown = capsys.readouterr().out
+    assert f"locked by run {FLOW}/7" in shown and "alive" in shown
+    assert runlock.main(["--database", str(db_path), "--break"]) == 0
+    assert f"removed the lock of run {FLOW}/7" in capsys.readouterr().out
+    assert holder(db_path) is None
+    assert runlock.main(["--database", str(db_path)]) == 0
+    assert "no run holds the lock" in capsys.readouterr().out
+
+
+def test_only_one_of_many_racing_runs_gets_the_lock(db_path):
+    storage.connect(db_path).close()
+    results: list[tuple[str, bool]] = []
+    barrier = threading.Barrier(8)
+
+    def race(run: str) -> None:
+        db = storage.connect(db_path)
+        try:
+            barrier.wait()
+            acquired, _ = storage.acquire_run_lock(db, runlock.claim(run, "u", os.getpid()), runlock.holder_is_dead)
+            results.append((run, acquired))
+        finally:
+            db.close()
+
+    threads = [threading.Thread(target=race, args=(f"{FLOW}/{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [run for run, acquired in results if acquired]
+    assert len(results) == 8 and len(winners) == 1
+    assert holder(db_path)["run_id"] == winners[0]
+
+
+def test_holder_of_a_database_without_the_lock_table(tmp_path):
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    db = storage.connect(path)  # migrated: the table now exists, empty
+    try:
+        assert storage.run_lock_holder(db) is None
+    finally:
+        db.close()
+
+
+# --------------------------------------------------------------------------- readers never see half a write
+_READER = textwrap.dedent("""
+    import json, sqlite3, sys
+    from pathlib import Path
+    database, stop, out = sys.argv[1:4]
+    seen, polls = {}, 0
+    conn = sqlite3.connect(database, timeout=60)
+    Path(out + ".ready").write_text("ready")
+    while not Path(stop).exists():
+        row = conn.execute("SELECT COUNT(*), COALESCE(SUM(amount_cents), 0) FROM transactions").fetchone()
+        seen[row] = seen.get(row, 0) + 1
+        polls += 1
+    conn.close()
+    Path(out).write_text(json.dumps({"polls": polls, "seen": [[*k, n] for k, n in seen.items()]}))
+""")
+
+
+def batch(ids: np.ndarray, cents: np.ndarray) -> SimpleNamespace:
+    """A parsed chunk (as enrich.ingest yields) of rows ``ids`` on lines ``id + 1``."""
+    valid = pd.DataFrame({"line": ids.astype(np.int64) + 1, "id": ids.astype(np.int64),
+                          "amount_cents": cents.astype(np.int64),
+                          "wording": pd.Series([f"w{i}" for i in range(len(ids))], dtype="str")})
+    rejected = pd.DataFrame({"line": np.zeros(0, np.int64), "raw": pd.Series([], dtype="str"),
+                             "reason": pd.Series([], dtype="str")})
+    return SimpleNamespace(valid=valid, rejected=rejected)
+
+
+def test_a_reader_sees_the_table_before_or_after_a_load_never_between(store, tmp_path):
+    """A plain sqlite3 reader (another process, as datasette would be: two SQLite libraries
+    must not share a file inside one process) polls counts and sums while a large batch
+    that inserts and updates rows is loaded: it only ever sees the before or after state."""
+    first = np.arange(1, 50_001)
+    storage.load_batch(store.path, f"{FLOW}/1", [batch(first, first)])
+    before = (50_000, int(first.sum()))
+    ids = np.arange(1, 400_001)  # updates the 50,000 (amount doubled) and adds 350,000
+    chunks = [batch(ids[i:i + 100_000], ids[i:i + 100_000] * 2) for i in range(0, len(ids), 100_000)]
+    after = (400_000, int((ids * 2).sum()))
+    stop, out = tmp_path / "stop", tmp_path / "seen"
+    reader = subprocess.Popen([sys.executable, "-c", _READER, str(store.path), str(stop), str(out)])
+    try:
+        while not Path(str(out) + ".ready").exists():
+            time.sleep(0.01)
+        time.sleep(0.1)
+        storage.load_batch(store.path, f"{FLOW}/2", chunks)
+        time.sleep(0.1)
+    finally:
+        stop.write_text("stop")
+        reader.wait(timeout=60)
+    report = json.loads(out.read_text())
+    polls, seen = report["polls"], {(count, total) for count, total, _ in report["seen"]}
+    assert set(seen) <= {before, after}, seen
+    assert before in seen and after in seen
+    assert polls > 20  # the reader really ran during the load
+
+
+# --------------------------------------------------------------------------- flow level
+@pytest.mark.flow
+def test_a_run_on_a_locked_database_fails_at_once_alerts_and_writes_nothing(tmp_path):
+    database = tmp_path / "database.db"
+    runlock.hold(database, f"{FLOW}/999", "alice", pid=os.getpid())  # a live holder: this process
+    result = run_flow(tmp_path, write_csv(tmp_path / "t.csv", SMALL), database=database)
+    assert result.returncode != 0
+    assert result.count("transactions") == 0 and result.count("rejected_rows") == 0
+    assert holder(database)["run_id"] == f"{FLOW}/999"  # untouched
+    run_id = f"{FLOW}/{result.run.id}"
+    attempts = result.query("SELECT step, attempt, status, error_type, duration_s FROM step_runs "
+                            "WHERE run_id = ? ORDER BY started_at", (run_id,))
+    start = [a for a in attempts if a[0] == "start"]
+    assert len(start) == 1 and start[0][1:4] == (0, "failed", "RunLockHeld")  # one attempt: not retried
+    assert start[0][4] < 5
+    assert {status for step, _, status, _, _ in attempts if step not in ("start", "join", "end")} == {"skipped"}
+    assert len(result.sms) == 1
+    body = result.sms[0]["fields"]["Body"]
+    assert "start: RunLockHeld" in body and f"in use by run {FLOW}/999" in body
+    output = result.stdout + result.stderr
+    assert f"{database} is in use by run {FLOW}/999 (user alice" in output
+    assert "Wait for that run to finish" in output
+    assert result.query("SELECT COUNT(*) FROM check_results WHERE run_id = ?", (run_id,)) == [(0,)]
+
+
+@pytest.mark.flow
+def test_a_real_run_holds_the_lock_with_its_runtime_pid_and_takes_over_a_stale_one(tmp_path):
+    """The lock names the Metaflow runtime process (os.getppid() inside a step is the process
+    started as `flow.py run`), a stale lock is taken over, and the run releases it at the end."""
+    database = tmp_path / "database.db"
+    runlock.hold(database, f"{FLOW}/998", "ghost", pid=dead_pid())
+    csv = write_csv(tmp_path / "t.csv", SMALL)
+    env = {**os.environ, **TWILIO_ENV, "PYTHONPATH": os.pathsep.join([str(INJECT), str(ROOT)]),
+           "ENRICH_TEST_TWILIO_LOG": str(tmp_path / "sms.jsonl")}
+    runtime = subprocess.Popen([sys.executable, str(FLOW_FILE), "run", "--transactions", str(csv),
+                                "--database", str(database)], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = set()
+    while runtime.poll() is None:
+        try:
+            with sqlite3.connect(database, timeout=5) as conn:
+                seen.update(conn.execute("SELECT run_id, host, pid FROM run_lock").fetchall())
+        except sqlite3.Error:
+            pass  # the file is being created
+        time.sleep(0.02)
+    output = runtime.stdout.read()
+    assert runtime.returncode == 0, output
+    ours = {row for row in seen if row[0] != f"{FLOW}/998"}
+    assert len(ours) == 1 and next(iter(ours))[1:] == (socket.gethostname(), runtime.pid)
+    assert f"took over the run lock of run {FLOW}/998" in output
+    assert holder(database) is None  # released by end
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM transactions").fetchone()[0] == 7

@@ -1049,8 +1049,9 @@ def _same_holder(held: dict, claim: dict) -> bool:
 
 
 def release_run_lock(db: sqlite_utils.Database, run_id: str) -> bool:
-    """Free the run lock if ``run_id`` holds it; return whether it did."""
-    if "run_lock" not in db.table_names():
+    """Free the run lock if ``run_id`` holds it; return whether it did (no write otherwise)."""
+    held = run_lock_holder(db)
+    if held is None or held["run_id"] != run_id:
         return False
     with write_transaction(db):
         cursor = db.execute("DELETE FROM run_lock WHERE id = 1 AND run_id = ?", (run_id,))

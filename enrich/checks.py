@@ -89,12 +89,20 @@ def check_reject_ratio(read: int, rejected: int, threshold: float) -> CheckResul
 
 
 # --------------------------------------------------------------------------- whole database
-def check_annotations_complete(discrepancies: Mapping[str, int]) -> CheckResult:
-    """Every non-zero transaction has exactly its rule's annotation; zero amounts have none."""
+def check_annotations_complete(discrepancies: Mapping[str, int], repaired: bool = False) -> CheckResult:
+    """Every non-zero transaction has exactly its rule's annotation; zero amounts have none.
+
+    ``repaired``: the discrepancies were found in a table changed outside the pipeline,
+    which this run then re-derived whole; the check still fails, so that someone looks.
+    """
     bad = {k: v for k, v in discrepancies.items() if k != "checked" and v}
     return _result("annotations_complete", "critical", not bad, _counts(bad), "0 missing, 0 wrong",
                    f"all {discrepancies.get('checked', 0)} transactions annotated by the rules",
-                   f"annotations differ from the rules: {_counts(bad)}")
+                   f"annotations differ from the rules: {_counts(bad)}" + (_REPAIRED if repaired else ""))
+
+
+_REPAIRED = ("; the table had been changed outside the pipeline and this run re-derived it whole: "
+             "find out who or what changed it")
 
 
 def tag_discrepancies(frames: Iterable[pd.DataFrame], tags: tagging.TagList) -> dict[str, int]:
@@ -113,13 +121,16 @@ def tag_discrepancies(frames: Iterable[pd.DataFrame], tags: tagging.TagList) -> 
     return counts
 
 
-def check_tags_complete(discrepancies: Mapping[str, int], method: str = "every transaction re-tagged"
-                        ) -> CheckResult:
-    """Every transaction's tag row matches the rules for its wording: none missing, stale or wrong."""
+def check_tags_complete(discrepancies: Mapping[str, int], method: str = "every transaction re-tagged",
+                        repaired: bool = False) -> CheckResult:
+    """Every transaction's tag row matches the rules for its wording: none missing, stale or wrong.
+
+    ``repaired``: as for :func:`check_annotations_complete`.
+    """
     bad = {k: v for k, v in discrepancies.items() if k != "checked" and v}
     return _result("tags_complete", "critical", not bad, _counts(bad), "0 missing, 0 stale, 0 wrong",
                    f"all {discrepancies.get('checked', 0)} transactions tagged by the rules ({method})",
-                   f"tags differ from the rules: {_counts(bad)}")
+                   f"tags differ from the rules: {_counts(bad)}" + (_REPAIRED if repaired else ""))
 
 
 def check_referential_integrity(orphans: Mapping[str, int]) -> CheckResult:

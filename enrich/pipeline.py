@@ -107,6 +107,10 @@ class Derived:
     counts: dict[str, int] = field(default_factory=dict)  # ledger figures (runs columns)
     distribution: dict[str, int] = field(default_factory=dict)  # category shares, for drift
     state: dict[str, str] = field(default_factory=dict)
+    #: what was wrong in the table before this run repaired it (empty: nothing was)
+    repaired: dict[str, int] = field(default_factory=dict)
+    #: the table's fingerprint when derived: the publish refuses a table changed meanwhile
+    table_fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -162,8 +166,14 @@ def _derive(settings: RunSettings, kind: str, fingerprint: str,
     path = settings.work_dir / f"{kind}.parquet"
     with open_database(settings.database) as db:
         rules_changed = storage.get_state(db, rule.fingerprint_key) != fingerprint
-        covered = None if rules_changed else storage.pending_runs(db, kind)
-    if rules_changed:
+        current, recorded = storage.table_fingerprint(db, kind)
+        changed_outside = recorded is not None and current != recorded
+        repaired = _discrepancies(db, kind, settings.tag_list) if changed_outside else {}
+        covered = None if rules_changed or changed_outside else storage.pending_runs(db, kind)
+    if changed_outside:
+        logger.error("the %s table was changed outside the pipeline since its last publish (%s): "
+                     "re-deriving every transaction to repair it", kind, repaired)
+    elif rules_changed:
         logger.info("%s rules differ from those last applied: re-deriving every transaction", kind)
 
     def results() -> Iterator[pd.DataFrame]:
@@ -184,13 +194,22 @@ def _derive(settings: RunSettings, kind: str, fingerprint: str,
         shares = {k.removeprefix("class:"): v for k, v in counts.items() if k.startswith("class:")}
         shares["ZERO"] = counts.get("zero_amount", 0)
     return Derived(kind=kind, path=str(path), covered_runs=covered, rows=rows, counts=figures,
-                   distribution=shares, state={rule.fingerprint_key: fingerprint})
+                   distribution=shares, state={rule.fingerprint_key: fingerprint},
+                   repaired={k: v for k, v in repaired.items() if k != "checked" and v}, table_fingerprint=current)
+
+
+def _discrepancies(db: sqlite_utils.Database, kind: str, tags: tagging.TagList) -> dict[str, int]:
+    """How the stored tags (or annotations) differ from the rules, over the whole database."""
+    if kind == storage.TAGS:
+        return checks.tag_discrepancies(storage.iter_stored_tags(db), tags)
+    return storage.annotation_discrepancies(db)
 
 
 def publish(settings: RunSettings, derived: Derived) -> storage.PublishStats:
     """Write a derive stage's result to the database in one transaction (safe to retry)."""
     return storage.publish(settings.database, derived.kind, settings.run_id,
-                           scratch.read_frames(Path(derived.path)), derived.covered_runs, state=derived.state)
+                           scratch.read_frames(Path(derived.path)), derived.covered_runs, state=derived.state,
+                           expected_fingerprint=derived.table_fingerprint)
 
 
 # --------------------------------------------------------------------------- checks
@@ -216,8 +235,12 @@ def run_checks(settings: RunSettings | None, load_stats: storage.LoadStats | Non
                                                            if r["rows_read"] is not None],
                                     limits.volume_tolerance),
             ]
-        results.append(checks.check_annotations_complete(storage.annotation_discrepancies(db)))
-        results.append(_check_tags(db, settings.tag_list))
+        repaired = {result.kind: result.repaired for result in derived if result.repaired}
+        results.append(checks.check_annotations_complete(
+            repaired.get(storage.ANNOTATIONS) or storage.annotation_discrepancies(db),
+            repaired=storage.ANNOTATIONS in repaired))
+        results.append(checks.check_tags_complete(repaired[storage.TAGS], repaired=True)
+                       if storage.TAGS in repaired else _check_tags(db, settings.tag_list))
         results.append(checks.check_referential_integrity(storage.orphan_counts(db)))
         for result in derived:
             dimension = "tagging" if result.kind == storage.TAGS else "annotations"

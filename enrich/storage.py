@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sqlite3
+import time
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -200,6 +202,74 @@ _SCHEMA_V1: tuple[str, ...] = (
     )""",
 )
 
+# Version 2: browsing (see "browse and operate" at the end of this module): views, full-text
+# search on wording, the ambiguous wordings of each run, indexes for the canned queries.
+_SCHEMA_V2: tuple[str, ...] = (
+    # Full-text index of transactions.wording. External content (the text lives once, in
+    # transactions); no per-document sizes (columnsize=0: a third cheaper to maintain, bm25
+    # ranking still works). Kept in step by the triggers below, whoever writes transactions.
+    """CREATE VIRTUAL TABLE transactions_fts USING fts5(
+        wording, content="transactions", content_rowid="id", columnsize=0,
+        tokenize="unicode61 remove_diacritics 2")""",
+    """CREATE TRIGGER transactions_fts_insert AFTER INSERT ON transactions BEGIN
+        INSERT INTO transactions_fts (rowid, wording) VALUES (new.id, new.wording);
+    END""",
+    """CREATE TRIGGER transactions_fts_update AFTER UPDATE OF id, wording ON transactions
+    WHEN old.id != new.id OR old.wording IS NOT new.wording BEGIN
+        INSERT INTO transactions_fts (transactions_fts, rowid, wording) VALUES ('delete', old.id, old.wording);
+        INSERT INTO transactions_fts (rowid, wording) VALUES (new.id, new.wording);
+    END""",
+    """CREATE TRIGGER transactions_fts_delete AFTER DELETE ON transactions BEGIN
+        INSERT INTO transactions_fts (transactions_fts, rowid, wording) VALUES ('delete', old.id, old.wording);
+    END""",
+    "INSERT INTO transactions_fts (transactions_fts) VALUES ('rebuild')",  # rows stored before version 2
+    """CREATE TABLE ambiguous_wordings (
+        run_id TEXT NOT NULL,
+        wording TEXT NOT NULL,
+        tags_found INTEGER NOT NULL CHECK (tags_found >= 2),
+        transactions INTEGER NOT NULL CHECK (transactions > 0),
+        PRIMARY KEY (run_id, wording)
+    )""",
+    "CREATE INDEX ambiguous_wordings_frequency ON ambiguous_wordings(run_id, transactions DESC)",
+    "CREATE INDEX runs_started ON runs(started_at)",
+    """CREATE VIEW enriched_transactions AS
+    SELECT t.id, t.amount, t.amount_cents, t.wording, g.tag, a.annotation,
+           t.first_run_id, t.last_changed_run_id, g.run_id AS tag_run_id, a.run_id AS annotation_run_id
+    FROM transactions t
+    LEFT JOIN tags g ON g.transaction_id = t.id
+    LEFT JOIN annotations a ON a.transaction_id = t.id""",
+    """CREATE VIEW tag_summary AS
+    SELECT g.tag, COUNT(*) AS transactions,
+           ROUND(SUM(t.amount_cents) / 100.0, 2) AS total_eur,
+           ROUND(AVG(t.amount_cents) / 100.0, 2) AS mean_eur,
+           MIN(t.amount) AS min_eur, MAX(t.amount) AS max_eur
+    FROM tags g JOIN transactions t ON t.id = g.transaction_id
+    GROUP BY g.tag""",
+    """CREATE VIEW annotation_summary AS
+    SELECT a.annotation, COUNT(*) AS transactions,
+           ROUND(SUM(t.amount_cents) / 100.0, 2) AS total_eur,
+           ROUND(AVG(t.amount_cents) / 100.0, 2) AS mean_eur,
+           MIN(t.amount) AS min_eur, MAX(t.amount) AS max_eur
+    FROM annotations a JOIN transactions t ON t.id = a.transaction_id
+    GROUP BY a.annotation""",
+    """CREATE VIEW run_summary AS
+    SELECT r.run_id, r.status, r.started_at, r.finished_at,
+           ROUND((julianday(r.finished_at) - julianday(r.started_at)) * 86400, 3) AS duration_s,
+           r.user, r.input_path, r.match_mode,
+           r.rows_read, r.rows_loaded, r.rows_new, r.rows_updated, r.rows_unchanged,
+           r.rows_rejected, r.rows_duplicate, r.tagged, r.untagged, r.ambiguous, r.annotated, r.zero_amount,
+           (SELECT COUNT(*) FROM step_runs s WHERE s.run_id = r.run_id AND s.status = 'failed') AS failed_attempts,
+           (SELECT group_concat(DISTINCT s.step) FROM step_runs s
+             WHERE s.run_id = r.run_id AND s.status = 'failed') AS failed_steps,
+           (SELECT COUNT(*) FROM check_results c
+             WHERE c.run_id = r.run_id AND c.passed = 0 AND c.severity = 'critical') AS critical_checks_failed,
+           (SELECT COUNT(*) FROM check_results c
+             WHERE c.run_id = r.run_id AND c.passed = 0 AND c.severity != 'critical') AS warnings,
+           (SELECT COUNT(*) FROM anomalies x WHERE x.run_id = r.run_id) AS anomalies,
+           (SELECT COUNT(*) FROM alerts x WHERE x.run_id = r.run_id) AS alerts
+    FROM runs r""",
+)
+
 # Version 3: the run lock (see "run lock" at the end of this module); independent of version 2.
 _SCHEMA_V3: tuple[str, ...] = (
     """CREATE TABLE run_lock (
@@ -213,7 +283,7 @@ _SCHEMA_V3: tuple[str, ...] = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _SCHEMA_V1), (3, _SCHEMA_V3))
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3))
 
 
 # Two copies of SQLite in one process must never have the same file open at once: POSIX
@@ -1064,3 +1134,508 @@ def break_run_lock(db: sqlite_utils.Database) -> dict | None:
         held = run_lock_holder(db)
         db.execute("DELETE FROM run_lock")
     return held
+
+
+# ----- browse and operate: views, full-text search, canned queries, backup and restore
+# Browsing goes through datasette on the same file (enrich/browse.py builds its metadata
+# from what is below); operators use ``python -m enrich`` (enrich/cli.py). The views,
+# the full-text index and its triggers, the ambiguous_wordings table and the indexes
+# the canned queries need are schema version 2 (_SCHEMA_V2 above).
+FTS_TABLE = "transactions_fts"
+BROWSE_VIEWS: tuple[str, ...] = ("enriched_transactions", "tag_summary", "annotation_summary", "run_summary")
+#: A ``running`` run older than this is taken as dead (its process crashed before ``end``).
+RUNNING_STALE_AFTER_HOURS = 24.0
+
+
+class DatabaseMissing(StorageError):
+    """The database (or backup) file named does not exist."""
+
+
+class BackupInvalid(StorageError):
+    """A backup (or a copy being made) fails its integrity check or is not one of our databases."""
+
+
+class RestoreRefused(StorageError):
+    """Restoring now could lose a run's writes: a run is in progress, or that cannot be ruled out."""
+
+
+def open_readonly(path: str | Path) -> sqlite_utils.Database:
+    """Open an existing database for reading only: no migration, no write, no file created.
+
+    The operator CLI reads through this, so that looking at a database never changes
+    it and never waits for a run's write lock (WAL readers do not block writers).
+    """
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise DatabaseMissing(f"{path}: no such database file. Pass the path of an existing "
+                              "database with --database.")
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+                               isolation_level=None)
+        conn.execute("PRAGMA query_only = ON")
+        db = sqlite_utils.Database(conn)
+        if "runs" not in db.table_names():
+            conn.close()
+            raise NotADatabase(f"{path}: not a transaction-enrichment database (no runs table). "
+                               "Check the --database path.")
+    except sqlite3.DatabaseError as exc:
+        raise database_error(path, exc) from exc
+    _OPEN_DATABASES.add(db)
+    return db
+
+
+# ..................................................................... full-text search
+def rebuild_fts(db: sqlite_utils.Database) -> None:
+    """Re-index every wording from the transactions table, in one transaction.
+
+    The triggers of schema version 2 keep the index in step with every insert,
+    update and delete, whoever writes (the flow's bulk load, an operator's SQL);
+    rebuilding is for repairs only, e.g. after :func:`fts_problem` reported one.
+    """
+    with write_transaction(db):
+        db.execute(f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}) VALUES ('rebuild')")
+
+
+def fts_problem(db: sqlite_utils.Database) -> str | None:
+    """None when the full-text index matches transactions.wording exactly, else SQLite's complaint."""
+    try:
+        db.execute(f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}, rank) VALUES ('integrity-check', 1)")
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return None
+
+
+def search_wordings_sql() -> str:
+    """Transactions whose wording matches an FTS5 query (``:query``), best match first."""
+    return f"""SELECT t.id, t.amount, t.wording FROM {FTS_TABLE} f JOIN transactions t ON t.id = f.rowid
+        WHERE {FTS_TABLE} MATCH :query ORDER BY f.rank LIMIT :limit"""
+
+
+def search_wordings(db: sqlite_utils.Database, query: str, limit: int = 100) -> list[dict]:
+    """Transactions whose wording matches ``query`` (FTS5 syntax: words, "phrases", OR, prefix*)."""
+    return list(db.query(search_wordings_sql(), {"query": query, "limit": limit}))
+
+
+# ..................................................................... ambiguous wordings
+def save_ambiguous_wordings(db: sqlite_utils.Database, run_id: str, wordings: pd.DataFrame) -> None:
+    """Replace the wordings a run's tagging found ambiguous, in one transaction.
+
+    ``wordings`` has one row per distinct wording with ``wording``, ``tags_found``
+    (distinct tags found, 2 or more) and ``transactions`` (rows of the run with that
+    wording); their ``transactions`` sum to the run's ``runs.ambiguous``. An
+    ambiguous transaction stores no tag, so this is the only trace of why.
+    """
+    with write_transaction(db):
+        db.execute("DELETE FROM ambiguous_wordings WHERE run_id = ?", (run_id,))
+        db.conn.executemany(
+            "INSERT INTO ambiguous_wordings (run_id, wording, tags_found, transactions) VALUES (?, ?, ?, ?)",
+            zip([run_id] * len(wordings), wordings["wording"].tolist(), wordings["tags_found"].tolist(),
+                wordings["transactions"].tolist()))
+
+
+# ..................................................................... canned queries
+@dataclass(frozen=True)
+class CannedQuery:
+    """A monitoring query published by datasette (``/database/<name>``) and checked by the tests.
+
+    ``full_scan_when`` names the exceptional condition under which the query may
+    scan a large table (transactions, tags, annotations); otherwise it never does.
+    """
+
+    name: str
+    title: str
+    description: str
+    sql: str
+    full_scan_when: str | None = None
+
+
+def _run_ref_sql(param: str = "run_id") -> str:
+    """A run id from ``:param``: the full id, its bare number, or blank for the latest run."""
+    return (f"(SELECT run_id FROM runs WHERE COALESCE(:{param}, '') = '' "
+            f"OR run_id = :{param} OR substr(run_id, instr(run_id, '/') + 1) = :{param} "
+            "ORDER BY started_at DESC LIMIT 1)")
+
+
+def runs_by_status_sql() -> str:
+    """How many runs ended in each status, with the latest of each."""
+    return """SELECT r.status, COUNT(*) AS runs, MAX(r.started_at) AS last_started_at,
+           (SELECT x.run_id FROM runs x WHERE x.status = r.status ORDER BY x.started_at DESC LIMIT 1)
+               AS last_run_id
+        FROM runs r GROUP BY r.status ORDER BY runs DESC"""
+
+
+def last_run_failed_checks_sql() -> str:
+    """The failed checks of the latest run that ran its checks (critical first)."""
+    return """SELECT c.run_id, r.status AS run_status, c.check_name, c.severity, c.observed, c.expected,
+               c.message
+        FROM check_results c JOIN runs r ON r.run_id = c.run_id
+        WHERE c.run_id = (SELECT x.run_id FROM runs x
+                          WHERE EXISTS (SELECT 1 FROM check_results y WHERE y.run_id = x.run_id)
+                          ORDER BY x.started_at DESC LIMIT 1)
+          AND c.passed = 0
+        ORDER BY c.severity = 'critical' DESC, c.check_name"""
+
+
+def run_rejected_rows_sql() -> str:
+    """The quarantined rows of a run (``:run_id``: full id, bare number, or blank for the latest)."""
+    return f"""SELECT run_id, line, reason, raw FROM rejected_rows
+        WHERE run_id = {_run_ref_sql()} ORDER BY line"""
+
+
+def step_durations_sql() -> str:
+    """Per step, over its succeeded attempts: how many, mean, 95th percentile (nearest rank), max."""
+    return """WITH d AS (
+            SELECT step, duration_s,
+                   ROW_NUMBER() OVER (PARTITION BY step ORDER BY duration_s) AS position,
+                   COUNT(*) OVER (PARTITION BY step) AS attempts
+            FROM step_runs WHERE status = 'succeeded' AND duration_s IS NOT NULL)
+        SELECT step, MAX(attempts) AS attempts, ROUND(AVG(duration_s), 3) AS mean_s,
+               ROUND(MIN(CASE WHEN position >= 0.95 * attempts THEN duration_s END), 3) AS p95_s,
+               ROUND(MAX(duration_s), 3) AS max_s
+        FROM d GROUP BY step ORDER BY mean_s DESC"""
+
+
+def runs_between_sql() -> str:
+    """Runs started in ``[:start, :end)`` (UTC, ISO 8601 text such as 2025-01-31 or
+    2025-01-31T12:00; a blank bound is open), newest first."""
+    return """SELECT run_id, status, started_at, finished_at, user, rows_read, rows_loaded, rows_new,
+               rows_updated, rows_rejected, tagged, ambiguous, annotated
+        FROM runs
+        WHERE started_at >= COALESCE(NULLIF(:start, ''), '0000')
+          AND started_at < COALESCE(NULLIF(:end, ''), '9999')
+        ORDER BY started_at DESC"""
+
+
+def _annotations_verdict_sql() -> str:
+    # the whole-database annotations_complete verdict of the latest run that checked it
+    return """(SELECT c.passed FROM check_results c JOIN runs r ON r.run_id = c.run_id
+               WHERE c.check_name = 'annotations_complete' ORDER BY r.started_at DESC LIMIT 1)"""
+
+
+def unannotated_transactions_sql() -> str:
+    """Non-zero transactions without an annotation (should be empty; zero amounts have none by rule).
+
+    Every run's ``annotations_complete`` check proves, over the whole database, that
+    none is missing. So while the latest verdict is a pass, only rows loaded since
+    (those of runs whose annotations are still pending) can lack one, and only they
+    are looked at, through the index on last_changed_run_id. When the latest verdict
+    is a failure (or no run checked yet), the whole table is searched.
+    """
+    columns = "t.id, t.amount, t.wording, t.first_run_id, t.last_changed_run_id"
+    missing = ("t.amount_cents != 0 AND NOT EXISTS "
+               "(SELECT 1 FROM annotations a WHERE a.transaction_id = t.id)")
+    verdict = _annotations_verdict_sql()
+    # each branch's guard is a zero-or-one-row co-routine joined first (CROSS JOIN keeps that
+    # order), so a branch whose guard is false never starts its loop: a WHERE term alone
+    # would be tested once per row of transactions
+    return f"""SELECT {columns}, 'pending run' AS searched
+        FROM (SELECT 1 WHERE {verdict} IS 1) AS verdict_passed CROSS JOIN transactions t
+        WHERE t.last_changed_run_id IN (SELECT run_id FROM pending_enrichment WHERE kind = 'annotations')
+          AND {missing}
+        UNION ALL
+        SELECT {columns}, 'whole table' AS searched
+        FROM (SELECT 1 WHERE {verdict} IS NOT 1) AS verdict_not_passed CROSS JOIN transactions t
+        WHERE {missing}"""
+
+
+def ambiguous_wordings_sql() -> str:
+    """The wordings a run's tagging found ambiguous, most frequent first (``:run_id``: full id,
+    bare number, or blank for the latest run that recorded some)."""
+    return """SELECT w.run_id, w.wording, w.tags_found, w.transactions FROM ambiguous_wordings w
+        WHERE w.run_id = (SELECT r.run_id FROM runs r
+                          WHERE (COALESCE(:run_id, '') = '' OR r.run_id = :run_id
+                                 OR substr(r.run_id, instr(r.run_id, '/') + 1) = :run_id)
+                            AND EXISTS (SELECT 1 FROM ambiguous_wordings x WHERE x.run_id = r.run_id)
+                          ORDER BY r.started_at DESC LIMIT 1)
+        ORDER BY w.transactions DESC, w.wording LIMIT 100"""
+
+
+def daily_volume_sql() -> str:
+    """Per UTC day: runs (succeeded, failed) and rows read, loaded, new, updated, rejected."""
+    return """SELECT substr(started_at, 1, 10) AS day, COUNT(*) AS runs,
+               SUM(status = 'succeeded') AS succeeded, SUM(status = 'failed') AS failed,
+               SUM(rows_read) AS rows_read, SUM(rows_loaded) AS rows_loaded, SUM(rows_new) AS rows_new,
+               SUM(rows_updated) AS rows_updated, SUM(rows_rejected) AS rows_rejected
+        FROM runs GROUP BY day ORDER BY day DESC"""
+
+
+def failed_steps_sql() -> str:
+    """The latest failed step attempts, with their errors."""
+    return """SELECT run_id, step, attempt, started_at, duration_s, error_type, error_message
+        FROM step_runs WHERE status = 'failed' ORDER BY started_at DESC LIMIT 100"""
+
+
+def pending_enrichment_sql() -> str:
+    """Runs whose rows still wait for tags or annotations (caught up by the next run)."""
+    return """SELECT p.run_id, p.kind, r.status AS run_status, r.started_at, r.rows_new, r.rows_updated
+        FROM pending_enrichment p LEFT JOIN runs r ON r.run_id = p.run_id
+        ORDER BY r.started_at DESC, p.kind"""
+
+
+CANNED_QUERIES: dict[str, CannedQuery] = {q.name: q for q in (
+    CannedQuery("runs_by_status", "Runs by status",
+                "How many runs succeeded, failed or are still running, with the latest of each.",
+                runs_by_status_sql()),
+    CannedQuery("last_run_failed_checks", "Failed checks of the last run",
+                "The checks that failed in the latest run that ran its checks, critical ones first "
+                "(empty when everything passed).", last_run_failed_checks_sql()),
+    CannedQuery("run_rejected_rows", "Rejected rows of a run",
+                "The rows a run quarantined, by line, with the reason and the raw text. run_id: the full "
+                "id (TransactionEnrichmentFlow/123), its number (123), or blank for the latest run.",
+                run_rejected_rows_sql()),
+    CannedQuery("step_durations", "Step durations: mean and 95th percentile",
+                "Per step, over its succeeded attempts in every run: attempts, mean, 95th percentile "
+                "(nearest rank) and maximum duration in seconds.", step_durations_sql()),
+    CannedQuery("runs_between", "Runs in a time range",
+                "Runs started from start (included) to end (excluded), UTC, as 2025-01-31 or "
+                "2025-01-31T12:00; leave a bound blank to leave it open.", runs_between_sql()),
+    CannedQuery("unannotated_transactions", "Transactions without an annotation",
+                "Non-zero transactions that have no annotation: should be empty (zero amounts have none "
+                "by rule). While the latest whole-database annotations check passed, only rows of runs "
+                "whose annotations are still pending are searched; otherwise the whole table.",
+                unannotated_transactions_sql(),
+                full_scan_when="the latest annotations_complete check failed or no run has checked yet"),
+    CannedQuery("most_ambiguous_wordings", "Most frequent ambiguous wordings",
+                "Wordings in which tagging found two or more different tags (so the transaction got no "
+                "tag), most frequent first, for one run (run_id: full id, number, or blank for the "
+                "latest run that recorded some).", ambiguous_wordings_sql()),
+    CannedQuery("daily_volume", "Daily volume",
+                "Per UTC day: runs, succeeded, failed, and rows read, loaded, new, updated, rejected.",
+                daily_volume_sql()),
+    CannedQuery("failed_steps", "Failed step attempts",
+                "The latest 100 failed step attempts with their error (a retried step that then "
+                "succeeded shows here too).", failed_steps_sql()),
+    CannedQuery("runs_pending_enrichment", "Runs waiting for tags or annotations",
+                "Runs whose new or changed rows still need tags or annotations; the next run catches "
+                "them up. Empty when every run's enrichment was published.", pending_enrichment_sql()),
+)}
+
+
+# ..................................................................... operator reads
+def list_runs(db: sqlite_utils.Database, limit: int = 20) -> list[dict]:
+    """The latest ``limit`` runs with their times, duration and counts, newest first."""
+    return list(db.query("""SELECT run_id, status, started_at, finished_at,
+            ROUND((julianday(finished_at) - julianday(started_at)) * 86400, 3) AS duration_s,
+            user, rows_read, rows_loaded, rows_new, rows_updated, rows_rejected, rows_duplicate,
+            tagged, untagged, ambiguous, annotated, zero_amount
+        FROM runs ORDER BY started_at DESC LIMIT :limit""", {"limit": limit}))
+
+
+def resolve_run(db: sqlite_utils.Database, ref: str) -> str | None:
+    """The run id that ``ref`` names (full id such as ``Flow/123``, the bare number, or blank
+    for the latest run), or None."""
+    return db.execute(f"SELECT {_run_ref_sql()}", {"run_id": ref}).fetchone()[0]
+
+
+def runs_in_progress(db: sqlite_utils.Database, stale_after_hours: float = RUNNING_STALE_AFTER_HOURS
+                     ) -> list[dict]:
+    """Runs still marked ``running`` that started less than ``stale_after_hours`` ago."""
+    since = datetime.fromtimestamp(datetime.now(timezone.utc).timestamp() - stale_after_hours * 3600,
+                                   timezone.utc).isoformat(timespec="milliseconds")
+    return list(db.query("SELECT run_id, started_at, user FROM runs WHERE status = 'running' "
+                         "AND started_at >= :since ORDER BY started_at", {"since": since}))
+
+
+# ..................................................................... backup and restore
+def integrity_problems(path: str | Path) -> list[str]:
+    """SQLite's ``PRAGMA integrity_check`` of a file, read-only: [] when it is sound."""
+    conn = None
+    try:
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+        rows = [row[0] for row in conn.execute("PRAGMA integrity_check").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    finally:
+        if conn is not None:
+            conn.close()
+    return [] if rows == ["ok"] else rows
+
+
+def file_schema_version(path: str | Path) -> int:
+    """The schema version recorded in a database file, read-only (0 if it has none)."""
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    try:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'schema_version'").fetchone():
+            return 0
+        return int(conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def copy_database(source: str | Path, dest: str | Path) -> int:
+    """Copy ``source`` to the new file ``dest`` with SQLite's online backup API; return its pages.
+
+    The copy is made in one backup step, i.e. inside one read transaction of
+    ``source``: it is exactly the last state committed before the copy began,
+    WAL content included, whatever other processes write meanwhile (in WAL mode
+    they are not blocked). ``dest`` is left as a single self-contained file
+    (rollback journal mode).
+    """
+    src = sqlite3.connect(f"{Path(source).resolve().as_uri()}?mode=ro", uri=True,
+                          timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    dst = sqlite3.connect(dest, isolation_level=None)
+    try:
+        src.backup(dst)
+        dst.execute("PRAGMA journal_mode = DELETE")
+        return int(dst.execute("PRAGMA page_count").fetchone()[0])
+    finally:
+        dst.close()
+        src.close()
+
+
+def table_counts_of(path: str | Path) -> dict[str, int]:
+    """Row counts of the data tables of a database file, read-only."""
+    db = open_readonly(path)
+    try:
+        return table_counts(db)
+    finally:
+        db.close()
+
+
+def _sidecars(path: Path) -> list[Path]:
+    """A database file and its WAL and shared-memory files, those that exist."""
+    return [p for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")) if p.exists()]
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _verified_copy(source: Path, dest: Path) -> dict[str, object]:
+    """Copy ``source`` to the new file ``dest`` (via a ``.partial`` file, renamed once verified)."""
+    partial = dest.with_name(f".{dest.name}.partial")
+    partial.unlink(missing_ok=True)
+    started = time.perf_counter()
+    try:
+        pages = copy_database(source, partial)
+        problems = integrity_problems(partial)
+        if problems:
+            raise BackupInvalid(f"{dest}: the copy of {source} fails its integrity check "
+                                f"({'; '.join(problems[:5])}); it was not kept.")
+        with open(partial, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, dest)
+        _fsync_dir(dest.parent)
+    except sqlite3.DatabaseError as exc:
+        raise database_error(source, exc) from exc
+    finally:
+        partial.unlink(missing_ok=True)
+    return {"pages": pages, "bytes": dest.stat().st_size, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def backup_database(database: str | Path, dest: str | Path) -> dict[str, object]:
+    """A consistent online copy of ``database`` at ``dest``, integrity-checked; returns what was done.
+
+    Safe while a run writes: the copy is the last committed state (see
+    :func:`copy_database`). ``dest`` may be a directory, which then receives
+    ``<name>-<UTC time>.db``; an existing file is never overwritten.
+    """
+    source = Path(database).resolve()
+    if not source.is_file():
+        raise DatabaseMissing(f"{source}: no such database file to back up. Check --database.")
+    target = Path(dest).resolve()
+    if target.is_dir():
+        target = target / f"{source.stem}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}.db"
+    if target.exists():
+        raise FileExistsError(f"{target}: already exists; a backup never overwrites a file. "
+                              "Name a new file or a directory.")
+    if not target.parent.is_dir():
+        raise DatabaseDirectoryMissing(f"{target}: directory {target.parent} does not exist.")
+    done = _verified_copy(source, target)
+    return {"database": str(source), "backup": str(target), **done, "integrity": "ok",
+            "schema_version": file_schema_version(target), "counts": table_counts_of(target)}
+
+
+def verify_backup(path: str | Path) -> int:
+    """Check that ``path`` is a sound database of ours that this program can use; return its version."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise DatabaseMissing(f"{path}: no such backup file.")
+    problems = integrity_problems(path)
+    if problems:
+        raise BackupInvalid(f"{path}: fails SQLite's integrity check ({'; '.join(problems[:5])}). "
+                            "Restore another backup.")
+    version = file_schema_version(path)
+    if version < 1:
+        raise BackupInvalid(f"{path}: not a transaction-enrichment database (no schema version).")
+    if version > SCHEMA_VERSION:
+        raise BackupInvalid(f"{path}: schema version {version} is newer than this program "
+                            f"({SCHEMA_VERSION}); restore it with the program that wrote it.")
+    return version
+
+
+def restore_blockers(database: str | Path, stale_after_hours: float = RUNNING_STALE_AFTER_HOURS
+                     ) -> list[str]:
+    """Why restoring over ``database`` now could lose a run's writes ([] when nothing stands in the way).
+
+    A run is in progress when the run lock is held or a ``running`` run started
+    less than ``stale_after_hours`` ago. A database that cannot be read at all
+    cannot rule it out either.
+    """
+    path = Path(database).resolve()
+    if not path.exists():
+        return []
+    try:
+        db = open_readonly(path)
+    except StorageError as exc:
+        return [f"cannot read {path} to rule out a run in progress ({exc})"]
+    try:
+        blockers = []
+        holder = run_lock_holder(db) if "run_lock" in db.table_names() else None
+        if holder:
+            blockers.append(f"run {holder['run_id']} holds the run lock (user {holder.get('user')}, "
+                            f"host {holder.get('host')}, pid {holder.get('pid')}, since {holder.get('acquired_at')})")
+        for run in runs_in_progress(db, stale_after_hours):
+            blockers.append(f"run {run['run_id']} is running (started {run['started_at']} by {run['user']})")
+    except sqlite3.DatabaseError as exc:
+        blockers = [f"cannot read {path} to rule out a run in progress ({exc})"]
+    finally:
+        db.close()
+    return blockers
+
+
+def restore_database(database: str | Path, source: str | Path, force: bool = False,
+                     stale_after_hours: float = RUNNING_STALE_AFTER_HOURS) -> dict[str, object]:
+    """Replace ``database`` by a verified copy of the backup ``source``; keep the old file aside.
+
+    Refuses (:class:`RestoreRefused`) while a run may be writing, unless ``force``.
+    The backup is verified (integrity, schema version) before anything is touched;
+    it is copied through SQLite (WAL content included) next to the database and
+    verified again; then the database, its -wal and its -shm files are renamed
+    together to ``<database>.replaced-<UTC time>`` (the old file and its WAL stay a
+    consistent pair, and no stale WAL can be applied to the restored file), and the
+    copy takes the database's name.
+    """
+    target = Path(database).resolve()
+    backup = Path(source).resolve()
+    verify_backup(backup)
+    if backup == target:
+        raise RestoreRefused(f"{target}: the backup and the database are the same file.")
+    if not target.parent.is_dir():
+        raise DatabaseDirectoryMissing(f"{target}: directory {target.parent} does not exist.")
+    blockers = restore_blockers(target, stale_after_hours)
+    if blockers and not force:
+        raise RestoreRefused(f"{target}: not restored: " + "; ".join(blockers) +
+                             ". Wait for the run to finish (or, once it is known to be dead, "
+                             "pass --force).")
+    incoming = target.with_name(f"{target.name}.restoring")
+    incoming.unlink(missing_ok=True)
+    done = _verified_copy(backup, incoming)
+    stamp = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}"
+    kept = []
+    try:
+        for old in _sidecars(target):
+            aside = Path(str(old).replace(str(target), f"{target}.replaced-{stamp}", 1))
+            os.replace(old, aside)
+            kept.append(str(aside))
+        os.replace(incoming, target)
+        _fsync_dir(target.parent)
+    finally:
+        incoming.unlink(missing_ok=True)
+    return {"database": str(target), "restored_from": str(backup), "replaced": kept,
+            "forced_past": blockers if force else [], **done, "integrity": "ok",
+            "schema_version": file_schema_version(target), "counts": table_counts_of(target)}

@@ -47,13 +47,20 @@ def test_annotations_deleted_between_two_runs_fail_the_next_run_and_alert(tmp_pa
     assert second.query("SELECT status FROM runs WHERE run_id = ?", (second.run.pathspec,)) == [("failed",)]
 
 
-def test_a_tampered_tag_is_caught(tmp_path):
+def test_a_tampered_tag_is_caught_reported_and_repaired(tmp_path):
     first = run_flow(tmp_path, REFERENCE_CSV)
+    published = first.query("SELECT * FROM tags ORDER BY transaction_id")
     with sqlite3.connect(first.database) as conn:
         conn.execute("UPDATE tags SET tag = 'TAXI' WHERE transaction_id = 2")
     second = run_flow(tmp_path, REFERENCE_CSV)
     assert second.returncode != 0
     assert "tags_complete" in second.sms[0]["fields"]["Body"]
+    (passed, observed, message), = second.query(
+        "SELECT passed, observed, message FROM check_results WHERE run_id = ? AND check_name = 'tags_complete'",
+        (second.run.pathspec,))
+    assert (passed, observed) == (0, "1 wrong") and "changed outside the pipeline" in message
+    repaired = second.query("SELECT transaction_id, tag FROM tags ORDER BY transaction_id")
+    assert repaired == [(key, tag) for key, tag, _run in published]  # re-derived whole: as published
 
 
 @pytest.mark.slow

@@ -713,14 +713,21 @@ def table_fingerprint(db: sqlite_utils.Database, kind: str) -> tuple[str, str | 
     return _fingerprint(db.execute(_fingerprint_sql(kind)).fetchall()), get_state(db, fingerprint_key(kind))
 
 
+class ConcurrentModification(StorageError):
+    """A table changed between deriving and publishing (outside the pipeline): retry the step."""
+
+
 def publish(database: str | Path, kind: str, run_id: str, frames: Iterable[pd.DataFrame],
-            covered_runs: Sequence[str] | None, state: dict[str, str] | None = None) -> PublishStats:
+            covered_runs: Sequence[str] | None, state: dict[str, str] | None = None,
+            expected_fingerprint: str | None = None) -> PublishStats:
     """Replace the ``kind`` rows (tags or annotations) of the re-derived transactions, in one transaction.
 
     ``covered_runs`` are the pending runs whose rows ``frames`` re-derived
     (``None``: every transaction was re-derived). Their old rows are removed
     (so a tag that no longer applies disappears), the new rows inserted, the
-    runs cleared from ``pending_enrichment`` and ``state`` saved.
+    runs cleared from ``pending_enrichment`` and ``state`` saved, with a fingerprint of
+    the table as published (:func:`table_fingerprint`). ``expected_fingerprint``: the
+    table's fingerprint when the rows were derived; a table changed since is refused.
     """
     table, value = _ENRICHMENT_TABLES[kind]
     schema = pa.schema([("transaction_id", pa.int64()), (value, pa.large_string()), ("run_id", pa.large_string())])
@@ -734,6 +741,10 @@ def publish(database: str | Path, kind: str, run_id: str, frames: Iterable[pd.Da
                                              schema=schema, preserve_index=False)
 
     with bulk_connection(database) as bulk, _bulk_transaction(bulk):
+        if expected_fingerprint is not None and \
+                _fingerprint(_fetch_all(bulk, _fingerprint_sql(kind))) != expected_fingerprint:
+            raise ConcurrentModification(f"{database}: the {table} table changed since its rows were derived; "
+                                         "the step's retry derives them again")
         before = bulk.scalar(f"SELECT COUNT(*) FROM {table}")
         if covered_runs is None:
             bulk.execute(f"DELETE FROM {table}")
@@ -777,6 +788,12 @@ def record_run(db: sqlite_utils.Database, run_id: str, **fields: object) -> None
     with write_transaction(db):
         db.execute(f"INSERT INTO runs ({columns}) VALUES ({placeholders}) ON CONFLICT (run_id) {conflict}",
                    values)
+
+
+def latest_run(db: sqlite_utils.Database) -> dict | None:
+    """The ledger row of the run that started last, or None."""
+    rows = list(db.query("SELECT * FROM runs ORDER BY started_at DESC LIMIT 1"))
+    return rows[0] if rows else None
 
 
 def get_run(db: sqlite_utils.Database, run_id: str) -> dict | None:

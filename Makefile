@@ -37,5 +37,9 @@ test: $(STAMP) test-deps
 bench: $(STAMP)
 	$(PY) -m enrich.bench --rows $(ROWS) $(BENCH_ARGS)
 
+# Browse DATABASE with datasette on PORT: views, facets, canned monitoring queries, full-text search.
+browse: $(STAMP)
+	$(PY) -m enrich.browse serve --database $(DATABASE) --port $(PORT)
+
 clean:
 	rm -rf .metaflow .pytest_cache .hypothesis

@@ -1,0 +1,289 @@
+"""Browsing the database with datasette: the metadata (descriptions, sorts, facets, canned queries).
+
+``make browse`` runs ``python -m enrich.browse serve --database DB --port PORT``,
+which brings the database's schema up to date (views, full-text index), writes
+the metadata below to a temporary JSON file and hands over to ``datasette serve``.
+``python -m enrich.browse metadata --database DB`` prints the metadata only.
+
+The canned queries come from :data:`enrich.storage.CANNED_QUERIES` (all SQL lives
+in storage); every table, view and column of the schema has a description here,
+which ``tests/test_browse.py`` enforces against a freshly migrated database, so
+the metadata cannot drift from the schema.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from enrich import storage
+
+TITLE = "Transaction enrichment"
+DESCRIPTION = (
+    "Bank transactions stored, tagged and annotated by the enrichment flow, with the ledger "
+    "of every run (steps, checks, alerts). Amounts are in EUR (amount_cents: the same in cents). "
+    "Search wordings with the search box on transactions or enriched_transactions; the canned "
+    "queries below answer the usual monitoring questions."
+)
+#: datasette settings for ``serve``: the whole-table aggregate views take a few seconds on
+#: 10 million rows, more than datasette's default 1 s limit.
+DATASETTE_SETTINGS: dict[str, int] = {"sql_time_limit_ms": 10_000, "facet_time_limit_ms": 500}
+
+_RUN_ID = "run id: TransactionEnrichmentFlow/<Metaflow run number>"
+_TAG = "the one tag of the tag list found in the wording (TATA, TOTO, TUTU, TAXI by default)"
+_ANNOTATION = ("by amount: LARGE SALE (> 300 EUR), SALE (0 to 300 EUR), SMALL EXPENSE (-200 to 0 EUR), "
+               "EXPENSE (< -200 EUR); zero amounts have none")
+_AGGREGATE_COLUMNS = {
+    "transactions": "number of transactions",
+    "total_eur": "sum of their amounts, in EUR",
+    "mean_eur": "mean amount, in EUR",
+    "min_eur": "smallest amount, in EUR",
+    "max_eur": "largest amount, in EUR",
+}
+_RUN_COUNTS = {
+    "rows_read": "data rows read from the CSV file",
+    "rows_loaded": "distinct rows loaded (new + updated + unchanged)",
+    "rows_new": "rows whose id was not stored yet",
+    "rows_updated": "stored rows whose amount or wording changed",
+    "rows_unchanged": "stored rows loaded again unchanged",
+    "rows_rejected": "rows quarantined in rejected_rows",
+    "rows_duplicate": "repeated identical rows, loaded once",
+    "tagged": "re-derived rows with exactly one tag",
+    "untagged": "re-derived rows with no tag",
+    "ambiguous": "re-derived rows with two or more different tags (no tag stored)",
+    "annotated": "re-derived rows given an annotation",
+    "zero_amount": "re-derived rows with a zero amount (no annotation by rule)",
+}
+
+#: Per table or view: description, column descriptions and datasette options.
+TABLES: dict[str, dict[str, object]] = {
+    "transactions": {
+        "description": "Every stored transaction, upserted by id (files are batches: rows absent from a "
+                       "later file are kept).",
+        "columns": {
+            "id": "transaction id from the CSV (positive integer)",
+            "amount_cents": "amount in cents (integer, exact), as stored",
+            "amount": "amount in EUR (amount_cents / 100, computed)",
+            "wording": "bank wording, verbatim (full-text searchable)",
+            "first_run_id": "run that first loaded this transaction",
+            "last_changed_run_id": "last run that inserted it or changed its amount or wording",
+        },
+        "sort": "id", "fts_table": storage.FTS_TABLE, "fts_pk": "id", "label_column": "wording",
+    },
+    "tags": {
+        "description": "The tag of each transaction whose wording holds exactly one tag of the list.",
+        "columns": {"transaction_id": "transactions.id", "tag": _TAG, "run_id": "run that derived this tag"},
+        "facets": ["tag"],
+    },
+    "annotations": {
+        "description": "The annotation of every non-zero transaction, by exact amount.",
+        "columns": {"transaction_id": "transactions.id", "annotation": _ANNOTATION,
+                    "run_id": "run that derived this annotation"},
+        "facets": ["annotation"],
+    },
+    "rejected_rows": {
+        "description": "Quarantined input rows: line, raw text and why each was rejected.",
+        "columns": {"run_id": _RUN_ID, "line": "line number in the CSV file (header = 1)",
+                    "raw": "the line as read", "reason": "why it was rejected and what to fix"},
+        "facets": ["run_id"],
+    },
+    "pending_enrichment": {
+        "description": "Runs whose new or changed rows still need tags or annotations; the next run "
+                       "catches them up.",
+        "columns": {"run_id": _RUN_ID, "kind": "tags or annotations"},
+        "facets": ["kind"],
+    },
+    "enrichment_state": {
+        "description": "Bookkeeping: fingerprints of the rules and tables last applied.",
+        "columns": {"key": "what the value is", "value": "fingerprint (SHA-256)"},
+    },
+    "runs": {
+        "description": "The run ledger: one row per run with its status, times, input and counts.",
+        "columns": {
+            "run_id": _RUN_ID, "status": "running, succeeded or failed",
+            "started_at": "start time (UTC, ISO 8601)", "finished_at": "end time (UTC, ISO 8601)",
+            "user": "who started the run", "input_path": "CSV file loaded",
+            "input_sha256": "SHA-256 of the CSV file", "input_bytes": "size of the CSV file in bytes",
+            "tags_sha256": "fingerprint of the tag list and match mode",
+            "match_mode": "tag matching: word or substring", **_RUN_COUNTS,
+        },
+        "sort_desc": "started_at", "facets": ["status", "user"], "label_column": "run_id",
+    },
+    "step_runs": {
+        "description": "Every attempt of every step of every run, with its duration and error.",
+        "columns": {
+            "run_id": _RUN_ID, "step": "flow step", "task_id": "Metaflow task id",
+            "attempt": "attempt number (0 = first; retries count up)",
+            "status": "running, succeeded, failed or skipped (after an upstream failure)",
+            "started_at": "start time (UTC)", "finished_at": "end time (UTC)",
+            "duration_s": "duration in seconds", "error_type": "exception class of a failed attempt",
+            "error_message": "error message of a failed attempt",
+        },
+        "sort_desc": "started_at", "facets": ["status", "step"],
+    },
+    "alerts": {
+        "description": "Every SMS alert attempted, with its text and outcome (never the auth token).",
+        "columns": {
+            "run_id": _RUN_ID, "created_at": "when it was attempted (UTC)", "channel": "sms",
+            "status": "sent, failed or not_configured", "recipients": "phone numbers, comma-separated",
+            "message": "the SMS text", "error": "why it was not sent",
+        },
+        "sort_desc": "created_at", "facets": ["status"],
+    },
+    "check_results": {
+        "description": "The data checks of each run: verdict, observed and expected values.",
+        "columns": {
+            "run_id": _RUN_ID, "check_name": "which check (see the README's Monitoring section)",
+            "severity": "critical (fails the run and alerts) or warning", "passed": "1 passed, 0 failed",
+            "observed": "what was found", "expected": "what was expected", "message": "the verdict in words",
+        },
+        "facets": ["passed", "severity", "check_name"],
+    },
+    "anomalies": {
+        "description": "Amounts far outside their batch's usual range (median ± 10 MAD), per run.",
+        "columns": {"run_id": _RUN_ID, "transaction_id": "transactions.id", "kind": "kind of anomaly",
+                    "amount_cents": "amount in cents", "detail": "the bounds it broke"},
+        "facets": ["kind"],
+    },
+    "run_distributions": {
+        "description": "Each run's category counts (annotation classes, tagged/untagged/ambiguous), the "
+                       "baseline of the drift checks.",
+        "columns": {"run_id": _RUN_ID, "dimension": "annotations or tagging", "category": "the category",
+                    "count": "rows of the run in it"},
+        "facets": ["dimension"],
+    },
+    "ambiguous_wordings": {
+        "description": "The wordings in which a run's tagging found two or more different tags (such a "
+                       "transaction gets no tag); per run they add up to runs.ambiguous.",
+        "columns": {"run_id": _RUN_ID, "wording": "the wording",
+                    "tags_found": "how many different tags it holds (2 or more)",
+                    "transactions": "rows of the run with this wording"},
+        "sort_desc": "transactions",
+    },
+    "schema_version": {
+        "description": "Schema migrations applied to this database.",
+        "columns": {"version": "migration number", "applied_at": "when it was applied (UTC)"},
+    },
+    "run_lock": {
+        "description": "The run holding the database's run lock (one run writes at a time); empty when free.",
+        "columns": {"id": "always 1 (one lock)", "run_id": _RUN_ID, "user": "who started the run",
+                    "host": "host of the run's Metaflow process", "pid": "its process id",
+                    "process_start": "its start identity (tells a recycled pid apart)",
+                    "acquired_at": "when the lock was taken (UTC)"},
+    },
+    storage.FTS_TABLE: {
+        "description": "Full-text index of transactions.wording (SQLite FTS5, accents and case ignored), "
+                       "kept in step by triggers; search it from transactions or enriched_transactions.",
+        "columns": {"wording": "indexed wording", storage.FTS_TABLE: "FTS5 hidden column",
+                    "rank": "FTS5 relevance (lower is better)"},
+    },
+    "enriched_transactions": {
+        "description": "View: each transaction with its tag, annotation and lineage (which runs loaded, "
+                       "changed, tagged and annotated it); always in step with the tables.",
+        "columns": {
+            "id": "transaction id", "amount": "amount in EUR", "amount_cents": "amount in cents",
+            "wording": "bank wording", "tag": _TAG + "; empty when none or ambiguous",
+            "annotation": _ANNOTATION, "first_run_id": "run that first loaded it",
+            "last_changed_run_id": "last run that inserted or changed it",
+            "tag_run_id": "run that derived its tag", "annotation_run_id": "run that derived its annotation",
+        },
+        "fts_table": storage.FTS_TABLE, "fts_pk": "id", "facets": ["tag", "annotation"],
+    },
+    "tag_summary": {
+        "description": "View: per tag, transactions and their amounts (count, sum, mean, min, max in EUR).",
+        "columns": {"tag": "the tag", **_AGGREGATE_COLUMNS},
+    },
+    "annotation_summary": {
+        "description": "View: per annotation, transactions and their amounts (count, sum, mean, min, max "
+                       "in EUR).",
+        "columns": {"annotation": "the annotation", **_AGGREGATE_COLUMNS},
+    },
+    "run_summary": {
+        "description": "View: per run, its ledger row with duration, failed steps, failed checks, "
+                       "anomalies and alerts.",
+        "columns": {
+            "run_id": _RUN_ID, "status": "running, succeeded or failed", "started_at": "start time (UTC)",
+            "finished_at": "end time (UTC)", "duration_s": "wall-clock duration in seconds",
+            "user": "who started the run", "input_path": "CSV file loaded",
+            "match_mode": "tag matching: word or substring", **_RUN_COUNTS,
+            "failed_attempts": "step attempts that failed (retries included)",
+            "failed_steps": "steps with a failed attempt, comma-separated",
+            "critical_checks_failed": "critical checks that failed", "warnings": "warning checks that failed",
+            "anomalies": "amount anomalies listed", "alerts": "SMS alerts attempted",
+        },
+        "facets": ["status"],
+    },
+}
+
+
+def metadata(database_name: str) -> dict[str, object]:
+    """datasette metadata for a database served under ``database_name`` (its file name's stem)."""
+    queries = {q.name: {"title": q.title, "description": q.description, "sql": q.sql}
+               for q in storage.CANNED_QUERIES.values()}
+    return {
+        "title": TITLE,
+        "description": DESCRIPTION,
+        "databases": {database_name: {"description": DESCRIPTION, "tables": TABLES, "queries": queries}},
+    }
+
+
+def database_name(path: str | Path) -> str:
+    """The name datasette serves a database file under (``database.db`` -> ``database``)."""
+    return Path(path).stem
+
+
+def prepare(path: str | Path) -> Path:
+    """Bring an existing database's schema up to date (views, full-text index); return its path."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise storage.DatabaseMissing(f"{path}: no such database. Create it with `make run` "
+                                      "(or pass DATABASE=path/to/file.db).")
+    storage.connect(path).close()
+    return path
+
+
+def datasette_command(path: Path, metadata_file: Path, port: int, host: str) -> list[str]:
+    """The ``datasette serve`` command line for ``path``."""
+    executable = shutil.which("datasette", path=str(Path(sys.executable).parent)) or shutil.which("datasette")
+    command = [executable or "datasette", "serve", str(path), "--metadata", str(metadata_file),
+               "--port", str(port), "--host", host]
+    for name, value in DATASETTE_SETTINGS.items():
+        command += ["--setting", name, str(value)]
+    return command
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``metadata``: print the metadata; ``serve``: prepare the database and run datasette on it."""
+    parser = argparse.ArgumentParser(prog="python -m enrich.browse", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    meta = commands.add_parser("metadata", help="print the datasette metadata (JSON)")
+    meta.add_argument("--database", default="database.db")
+    serve = commands.add_parser("serve", help="serve the database with datasette")
+    serve.add_argument("--database", default="database.db")
+    serve.add_argument("--port", type=int, default=8001)
+    serve.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    if args.command == "metadata":
+        print(json.dumps(metadata(database_name(args.database)), indent=2))
+        return 0
+    try:
+        path = prepare(args.database)
+    except storage.StorageError as exc:
+        print(f"python -m enrich.browse: error: {exc}", file=sys.stderr)
+        return 2
+    handle, name = tempfile.mkstemp(prefix="enrich-datasette-", suffix=".json")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        json.dump(metadata(database_name(path)), out, indent=2)
+    command = datasette_command(path, Path(name), args.port, args.host)
+    print(f"serving {path} on http://{args.host}:{args.port}/{database_name(path)}", file=sys.stderr)
+    os.execv(command[0], command)
+    return 0  # not reached: datasette replaced this process
+
+
+if __name__ == "__main__":
+    sys.exit(main())

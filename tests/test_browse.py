@@ -1,0 +1,327 @@
+"""Browsing: datasette's own test client against a database produced by a real flow run.
+
+Every table, view and canned query answers with the expected rows; full-text search
+works from datasette and follows upserts; the metadata describes every table, view
+and column of the schema; each canned query's plan avoids full scans of the large
+tables (EXPLAIN QUERY PLAN), except a declared guarded one that a healthy database
+never executes.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from datasette.app import Datasette
+
+from enrich import browse, storage, tagging
+from tests.flow_support import run_flow
+
+BIG_TABLES = ("transactions", "tags", "annotations")
+FLOW_STEPS = {"start", "ingest", "tag_transactions", "annotate_transactions", "join", "end"}
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def flow(tmp_path_factory):
+    """One real flow run on the bundled sample (800 rows, a few malformed), for the whole module."""
+    workdir = tmp_path_factory.mktemp("browse-flow")
+    with pytest.MonkeyPatch.context() as env:
+        datastore = tmp_path_factory.getbasetemp() / "metaflow-datastore"
+        datastore.mkdir(exist_ok=True)
+        env.setenv("METAFLOW_DATASTORE_SYSROOT_LOCAL", str(datastore))
+        env.setenv("USER", "tester")
+        result = run_flow(workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_id = result.query("SELECT run_id FROM runs")[0][0]
+    record_ambiguous_wordings(result.database, run_id)
+    return SimpleNamespace(path=result.database, run_id=run_id, query=result.query)
+
+
+def record_ambiguous_wordings(path: Path, run_id: str) -> pd.DataFrame:
+    """Record the run's ambiguous wordings as its tagging stage does (see storage.save_ambiguous_wordings)."""
+    with sqlite3.connect(path) as conn:
+        frame = pd.DataFrame(conn.execute("SELECT id, wording FROM transactions WHERE last_changed_run_id = ?",
+                                          (run_id,)).fetchall(), columns=["id", "wording"])
+    found = tagging.find_tags(frame["wording"].astype(object), tagging.load_tag_list(None))
+    ambiguous = frame.assign(tags_found=found["matches"].to_numpy())[found["matches"].to_numpy() >= 2]
+    wordings = (ambiguous.groupby("wording").agg(tags_found=("tags_found", "max"), transactions=("id", "size"))
+                .reset_index())
+    db = storage.connect(path)
+    try:
+        storage.save_ambiguous_wordings(db, run_id, wordings)
+    finally:
+        db.close()
+    return wordings
+
+
+@pytest.fixture(scope="module")
+def site(flow):
+    """datasette on the flow's database with our metadata, driven by its in-process test client."""
+    loop = asyncio.new_event_loop()
+    name = browse.database_name(flow.path)
+    ds = Datasette([str(flow.path)], metadata=browse.metadata(name), settings=browse.DATASETTE_SETTINGS)
+    loop.run_until_complete(ds.invoke_startup())
+
+    def get(path: str):
+        response = loop.run_until_complete(ds.client.get(path))
+        assert response.status_code == 200, (path, response.status_code, response.text[:2000])
+        return response
+
+    yield SimpleNamespace(get=get, name=name, ds=ds)
+    loop.close()
+
+
+def schema_objects(path: Path) -> dict[str, str]:
+    """Tables and views of a database (name -> type), without SQLite's and FTS5's internal tables."""
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') "
+                            "AND name NOT LIKE 'sqlite_%'").fetchall()
+    return {name: kind for name, kind in rows if not name.startswith(f"{storage.FTS_TABLE}_")}
+
+
+def columns_of(path: Path, table: str) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        return [row[1] for row in conn.execute(f"PRAGMA table_xinfo([{table}])").fetchall()]
+
+
+# --------------------------------------------------------------------------- metadata
+def test_every_table_view_and_column_of_the_schema_is_described(db_path):
+    storage.connect(db_path).close()  # every migration applied
+    objects = schema_objects(db_path)
+    assert set(storage.BROWSE_VIEWS) <= {name for name, kind in objects.items() if kind == "view"}
+    assert set(objects) == set(browse.TABLES), "metadata and schema disagree on the tables and views"
+    for name in objects:
+        described = browse.TABLES[name]
+        assert len(str(described["description"])) > 20, name
+        assert set(columns_of(db_path, name)) == set(described["columns"]), f"columns of {name}"
+        assert all(len(text) > 2 for text in described["columns"].values()), name
+
+
+def test_metadata_has_title_sorts_facets_search_and_every_canned_query(flow):
+    meta = browse.metadata("database")
+    assert meta["title"] and "EUR" in meta["description"]
+    tables = meta["databases"]["database"]["tables"]
+    assert tables["annotations"]["facets"] == ["annotation"]
+    assert tables["tags"]["facets"] == ["tag"]
+    assert "status" in tables["runs"]["facets"] and tables["runs"]["sort_desc"] == "started_at"
+    assert "EUR" in tables["transactions"]["columns"]["amount"]
+    assert "cents" in tables["transactions"]["columns"]["amount_cents"]
+    assert tables["enriched_transactions"]["fts_table"] == storage.FTS_TABLE
+    queries = meta["databases"]["database"]["queries"]
+    assert set(queries) == set(storage.CANNED_QUERIES) and len(queries) >= 8
+    assert not set(queries) & set(tables), "a canned query named like a table hides that table in datasette"
+    assert all(q["sql"] == storage.CANNED_QUERIES[name].sql for name, q in queries.items())
+
+
+def test_serve_refuses_a_missing_database_and_builds_the_datasette_command(tmp_path, capsys):
+    assert browse.main(["serve", "--database", str(tmp_path / "none.db")]) == 2
+    assert "make run" in capsys.readouterr().err
+    command = browse.datasette_command(tmp_path / "x.db", tmp_path / "m.json", 8123, "127.0.0.1")
+    assert command[1:3] == ["serve", str(tmp_path / "x.db")]
+    assert command[command.index("--port") + 1] == "8123" and "sql_time_limit_ms" in command
+
+
+# --------------------------------------------------------------------------- tables and views
+def test_every_table_and_view_answers_with_all_its_rows(flow, site):
+    for name in schema_objects(flow.path):
+        if name == storage.FTS_TABLE:
+            continue  # browsed through transactions' search box
+        data = site.get(f"/{site.name}/{name}.json?_size=max&_shape=objects").json()
+        expected = flow.query(f"SELECT COUNT(*) FROM [{name}]")[0][0]
+        assert data["filtered_table_rows_count"] == expected, name
+        assert len(data["rows"]) == min(expected, 1000), name
+    assert flow.query("SELECT COUNT(*) FROM transactions")[0][0] > 700
+    assert flow.query("SELECT COUNT(*) FROM rejected_rows")[0][0] > 0
+
+
+def test_enriched_transactions_joins_tag_annotation_and_lineage(flow, site):
+    rows = site.get(f"/{site.name}/enriched_transactions.json?_size=max&_shape=objects").json()["rows"]
+    view = pd.DataFrame(rows).set_index("id")
+    tags = dict(flow.query("SELECT transaction_id, tag FROM tags"))
+    annotations = dict(flow.query("SELECT transaction_id, annotation FROM annotations"))
+    stored = flow.query("SELECT id, amount_cents, wording FROM transactions ORDER BY id")
+    assert list(view.index) == [row[0] for row in stored][:1000]
+    for tid, cents, wording in stored[:1000]:
+        row = view.loc[tid]
+        assert (row["amount_cents"], row["wording"], row["amount"]) == (cents, wording, cents / 100)
+        assert (row["tag"] if isinstance(row["tag"], str) else None) == tags.get(tid)
+        assert (row["annotation"] if isinstance(row["annotation"], str) else None) == annotations.get(tid)
+        assert row["first_run_id"] == row["last_changed_run_id"] == flow.run_id
+        if tid in tags:
+            assert row["tag_run_id"] == flow.run_id
+    assert set(view["annotation_run_id"].dropna()) == {flow.run_id}
+
+
+@pytest.mark.parametrize("view, table, column", [("tag_summary", "tags", "tag"),
+                                                 ("annotation_summary", "annotations", "annotation")])
+def test_aggregate_views_count_sum_and_average_in_euros(flow, site, view, table, column):
+    rows = site.get(f"/{site.name}/{view}.json?_shape=objects").json()["rows"]
+    joined = pd.DataFrame(flow.query(f"SELECT x.{column}, t.amount_cents FROM {table} x "
+                                     "JOIN transactions t ON t.id = x.transaction_id"), columns=[column, "cents"])
+    expected = joined.groupby(column)["cents"].agg(["count", "sum", "mean", "min", "max"])
+    assert {r[column] for r in rows} == set(expected.index) and len(rows) >= 3
+    for row in rows:
+        want = expected.loc[row[column]]
+        assert row["transactions"] == want["count"]
+        assert row["total_eur"] == pytest.approx(want["sum"] / 100, abs=0.005)
+        assert row["mean_eur"] == pytest.approx(want["mean"] / 100, abs=0.005)
+        assert (row["min_eur"], row["max_eur"]) == (want["min"] / 100, want["max"] / 100)
+    assert sum(r["transactions"] for r in rows) == flow.query(f"SELECT COUNT(*) FROM {table}")[0][0]
+
+
+def test_run_summary_has_the_run_with_its_duration_and_no_failures(flow, site):
+    rows = site.get(f"/{site.name}/run_summary.json?_shape=objects").json()["rows"]
+    assert len(rows) == 1
+    row = rows[0]
+    read, rejected = flow.query("SELECT rows_read, rows_rejected FROM runs")[0]
+    assert (row["run_id"], row["status"], row["rows_read"], row["rows_rejected"]) == (
+        flow.run_id, "succeeded", read, rejected)
+    assert row["duration_s"] > 0 and row["failed_attempts"] == 0 and row["failed_steps"] is None
+    assert row["critical_checks_failed"] == 0 and row["alerts"] == 0
+
+
+# --------------------------------------------------------------------------- canned queries
+def canned(site, name: str, **params: str) -> list[dict]:
+    query = "&".join(f"{key}={value}" for key, value in {"_shape": "objects", **params}.items())
+    return site.get(f"/{site.name}/{name}.json?{query}").json()["rows"]
+
+
+def test_every_canned_query_answers(flow, site):
+    for name in storage.CANNED_QUERIES:
+        page = site.get(f"/{site.name}/{name}").text
+        assert storage.CANNED_QUERIES[name].title in page
+        canned(site, name, run_id="", start="", end="")
+
+
+def test_canned_monitoring_queries_return_the_expected_rows(flow, site):
+    number = flow.run_id.split("/")[1]
+    day = flow.query("SELECT substr(started_at, 1, 10) FROM runs")[0][0]
+    assert canned(site, "runs_by_status") == [{"status": "succeeded", "runs": 1, "last_run_id": flow.run_id,
+                                                 "last_started_at": flow.query("SELECT started_at FROM runs")[0][0]}]
+    failed = flow.query("SELECT check_name FROM check_results WHERE passed = 0 ORDER BY check_name")
+    assert [r["check_name"] for r in canned(site, "last_run_failed_checks")] == [c for (c,) in failed]
+    rejected = flow.query("SELECT line, reason FROM rejected_rows ORDER BY line")
+    for ref in (flow.run_id, number, ""):
+        assert [(r["line"], r["reason"]) for r in canned(site, "run_rejected_rows", run_id=ref)] == rejected
+    assert canned(site, "run_rejected_rows", run_id="Nope/1") == []
+    steps = {r["step"]: r for r in canned(site, "step_durations")}
+    assert set(steps) == FLOW_STEPS
+    for step, row in steps.items():
+        durations = sorted(d for (d,) in flow.query("SELECT duration_s FROM step_runs WHERE step = ? "
+                                                     "AND status = 'succeeded'", (step,)))
+        assert row["attempts"] == len(durations)
+        assert row["mean_s"] == pytest.approx(sum(durations) / len(durations), abs=0.001)
+        assert row["p95_s"] == pytest.approx(durations[-1], abs=0.001)  # one attempt: p95 = max
+    assert [r["run_id"] for r in canned(site, "runs_between", start=day, end="")] == [flow.run_id]
+    assert canned(site, "runs_between", start="2000-01-01", end=day) == []
+    assert canned(site, "unannotated_transactions") == []
+    (volume,) = canned(site, "daily_volume")
+    read, loaded, rejected = flow.query("SELECT rows_read, rows_loaded, rows_rejected FROM runs")[0]
+    assert (volume["day"], volume["runs"], volume["succeeded"], volume["rows_read"], volume["rows_loaded"],
+            volume["rows_rejected"]) == (day, 1, 1, read, loaded, rejected)
+    assert canned(site, "failed_steps") == [] and canned(site, "runs_pending_enrichment") == []
+
+
+def test_ambiguous_wordings_add_up_to_the_runs_ambiguous_count(flow, site):
+    rows = canned(site, "most_ambiguous_wordings", run_id="")
+    assert rows and all(r["run_id"] == flow.run_id and r["tags_found"] >= 2 for r in rows)
+    assert [r["transactions"] for r in rows] == sorted((r["transactions"] for r in rows), reverse=True)
+    total = flow.query("SELECT SUM(transactions) FROM ambiguous_wordings")[0][0]
+    assert total == flow.query("SELECT ambiguous FROM runs")[0][0] > 0
+    for row in rows:
+        assert flow.query("SELECT COUNT(*) FROM transactions t WHERE wording = ? AND NOT EXISTS "
+                          "(SELECT 1 FROM tags g WHERE g.transaction_id = t.id)", (row["wording"],))[0][0] \
+            == row["transactions"]
+
+
+def test_canned_query_plans_never_scan_the_large_tables_unguarded(flow):
+    with sqlite3.connect(flow.path) as conn:
+        for query in storage.CANNED_QUERIES.values():
+            aliases = set(BIG_TABLES) | {alias for alias in re.findall(
+                r"\b(?:transactions|tags|annotations)\s+(?:AS\s+)?(\w+)", query.sql)
+                if alias.upper() not in ("WHERE", "ON", "JOIN", "LEFT", "GROUP", "ORDER", "CROSS")}
+            plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query.sql}",
+                                                   {"run_id": "", "start": "", "end": ""})]
+            scans = [step for step in plan if re.match(r"SCAN (\w+)", step)
+                     and re.match(r"SCAN (\w+)", step).group(1) in aliases]
+            if query.full_scan_when is None:
+                assert scans == [], (query.name, plan)
+            else:
+                assert len(scans) == 1, (query.name, plan)  # the guarded branch only
+
+
+def vm_steps(path: Path, sql: str) -> tuple[int, list[tuple]]:
+    """SQLite virtual-machine instructions (in hundreds) a query executes, and its rows."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    with sqlite3.connect(path) as conn:
+        conn.set_progress_handler(count, 100)
+        rows = conn.execute(sql, {"run_id": "", "start": "", "end": ""}).fetchall()
+    return steps, rows
+
+
+def test_unannotated_transactions_searches_the_whole_table_only_after_a_failed_check(flow, tmp_path):
+    sql = storage.CANNED_QUERIES["unannotated_transactions"].sql
+    transactions = flow.query("SELECT COUNT(*) FROM transactions")[0][0]
+    healthy_steps, rows = vm_steps(flow.path, sql)
+    assert rows == [] and healthy_steps * 100 < transactions  # far less work than one pass over the rows
+    copy = tmp_path / "copy.db"
+    storage.copy_database(flow.path, copy)
+    (victim,) = flow.query("SELECT MIN(transaction_id) FROM annotations")[0]
+    zero = flow.query("SELECT MIN(id) FROM transactions WHERE amount_cents = 0")[0][0]
+    with sqlite3.connect(copy) as conn:
+        conn.execute("DELETE FROM annotations WHERE transaction_id = ?", (victim,))
+        conn.execute("INSERT INTO pending_enrichment (run_id, kind) VALUES (?, 'annotations')", (flow.run_id,))
+    steps, rows = vm_steps(copy, sql)  # healthy verdict, but the run's annotations are pending
+    assert [(r[0], r[-1]) for r in rows] == [(victim, "pending run")]
+    with sqlite3.connect(copy) as conn:
+        conn.execute("DELETE FROM pending_enrichment")
+        conn.execute("UPDATE check_results SET passed = 0 WHERE check_name = 'annotations_complete'")
+    steps, rows = vm_steps(copy, sql)
+    assert [(r[0], r[-1]) for r in rows] == [(victim, "whole table")]
+    assert zero is not None and zero not in [r[0] for r in rows]  # zero amounts have none by rule
+    assert steps * 100 > transactions > healthy_steps * 100
+
+
+# --------------------------------------------------------------------------- full-text search
+def test_search_box_finds_words_whatever_their_case_and_accents(flow, site):
+    wordings = dict(flow.query("SELECT id, wording FROM transactions"))
+    with_taxi = {tid for tid, w in wordings.items() if re.search(r"(?<![^\W_])taxi(?![^\W_])", w, re.I)}
+    found = site.get(f"/{site.name}/transactions.json?_search=taxi&_size=max&_shape=objects").json()
+    assert {r["id"] for r in found["rows"]} == with_taxi and with_taxi
+    view = site.get(f"/{site.name}/enriched_transactions.json?_search=TAXI&_size=max&_shape=objects").json()
+    assert {r["id"] for r in view["rows"]} == with_taxi
+    accented = {tid for tid, w in wordings.items() if re.search(r"(?<!\w)générale(?!\w)", w, re.I)}
+    plain = site.get(f"/{site.name}/transactions.json?_search=GENERALE&_size=max&_shape=objects").json()
+    assert accented and {r["id"] for r in plain["rows"]} == accented
+
+
+def test_full_text_index_follows_upserts_from_the_bulk_load(store):
+    def load(run_id, rows):
+        frame = pd.DataFrame(rows, columns=["line", "id", "amount_cents", "wording"])
+        chunk = SimpleNamespace(valid=frame, rejected=pd.DataFrame(columns=["line", "raw", "reason"]),
+                                rows_read=len(frame))
+        return storage.load_batch(store.path, run_id, [chunk])
+
+    def search(text):
+        return sorted(r["id"] for r in store(storage.search_wordings, text))
+
+    load("F/1", [(2, 1, 100, "CARTE TAXI Paris"), (3, 2, -500, "PRLV Société Générale"), (4, 3, 0, "VIR TOTO")])
+    assert search("taxi") == [1] and search("generale") == [2] and search("toto") == [3]
+    stats = load("F/2", [(2, 1, 100, "CARTE UBER Paris"), (3, 2, -900, "PRLV Société Générale"),
+                         (4, 3, 0, "VIR TOTO"), (5, 4, 7, "taxi retour")])
+    assert (stats.rows_new, stats.rows_updated, stats.rows_unchanged) == (1, 2, 1)
+    assert search("taxi") == [4] and search("uber") == [1] and search("generale") == [2]
+    assert store(storage.fts_problem) is None
+    store(storage.rebuild_fts)
+    assert store(storage.fts_problem) is None and search("paris") == [1]

@@ -15,14 +15,23 @@ next run logs a warning and takes it over. A lock held from another host cannot
 be checked from here; ``python -m enrich.runlock --database PATH --break``
 removes it by hand once that run is known to be dead.
 
+A step is a child process of the runtime, and does not die with it by itself:
+killed with ``kill -9``, the runtime would leave its running step writing on,
+maybe after a new run has taken the lock over. So a step that checks the lock
+first asks Linux to kill it when its runtime exits (``PR_SET_PDEATHSIG``), and
+refuses to write if its runtime is already gone (:class:`RunAbandoned`). A
+killed run thus stops writing at once; its open transaction is rolled back.
+
 The SQL lives in :mod:`enrich.storage` (table ``run_lock``); this module only
 decides liveness and words the messages.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -34,6 +43,26 @@ logger = logging.getLogger(__name__)
 
 _PROC = Path("/proc")
 _BOOT_ID = _PROC / "sys" / "kernel" / "random" / "boot_id"
+_PR_SET_PDEATHSIG = 1
+
+
+class RunAbandoned(Exception):
+    """This step's run was killed (its runtime process is gone): the step must not write."""
+
+
+def die_with_parent() -> bool:
+    """Have Linux SIGKILL this process as soon as its parent (the Metaflow runtime) exits.
+
+    Returns whether it is set (False on other systems). A step killed this way
+    is like a step killed with ``kill -9``: its open transaction is rolled back.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def process_start(pid: int) -> str | None:
@@ -108,20 +137,30 @@ def hold(database: Path, run_id: str, user: str | None, pid: int | None = None) 
     """Make sure ``run_id`` holds the run lock of ``database``, taking it if free or stale.
 
     Called before every writing step of a run (the first one takes it; later
-    ones, and the steps of a resumed run, re-check it).
+    ones, and the steps of a resumed run, re-check it). Without ``pid`` the
+    caller is a step: it is tied to its runtime first (:func:`die_with_parent`).
 
     Raises:
         storage.RunLockHeld: another live run holds the lock.
+        RunAbandoned: the lock names this run but another runtime process: this
+            step's own runtime was killed (the step was re-parented).
         storage.StorageError: the database cannot be opened or written.
     """
+    if pid is None:
+        die_with_parent()  # before reading the parent's pid: no window where it could die unseen
     mine = claim(run_id, user, pid)
     db = storage.connect(database)
     try:
         acquired, other = storage.acquire_run_lock(db, mine, holder_is_dead)
+        held = storage.run_lock_holder(db) if acquired else None
     finally:
         db.close()
     if not acquired:
         raise storage.RunLockHeld(held_message(database, other), holder=other)
+    if held is not None and held["host"] == mine["host"] and held["pid"] != mine["pid"]:
+        raise RunAbandoned(f"{database}: run {run_id} was started by process {held['pid']}, but this step's "
+                           f"parent is now process {mine['pid']}: the run was killed. Nothing was written; "
+                           "run again (or `python algorithm.py resume`).")
     if other is not None:
         logger.warning("%s: took over the run lock of run %s (user %s, started %s): its process %s on "
                        "host %s is gone", database, other["run_id"], other.get("user"),

@@ -1110,29 +1110,25 @@ def acquire_run_lock(db: sqlite_utils.Database, claim: dict,
 
     Returns ``(True, replaced)`` when ``claim`` now holds the lock (``replaced``
     is the dead holder taken over, or None) and ``(False, holder)`` when another
-    run holds it and ``holder_is_dead(holder)`` is false. Taking a lock the same
-    run already holds keeps its ``acquired_at`` (steps of one run re-check it).
+    run holds it and ``holder_is_dead(holder)`` is false. A lock the same run
+    already holds is left as it is (steps of one run re-check it).
     """
     held = run_lock_holder(db)
-    if held is not None and _same_holder(held, claim):
+    if held is not None and held["run_id"] == claim["run_id"]:
         return True, None  # already ours: no write, so steps never queue behind a long publish
     with write_transaction(db):
         held = run_lock_holder(db)
-        if held is not None and held["run_id"] != claim["run_id"] and not holder_is_dead(held):
+        if held is not None and held["run_id"] == claim["run_id"]:
+            return True, None
+        if held is not None and not holder_is_dead(held):
             return False, held
         db.execute("""INSERT INTO run_lock (id, run_id, user, host, pid, process_start, acquired_at)
             VALUES (1, :run_id, :user, :host, :pid, :process_start, :acquired_at)
             ON CONFLICT (id) DO UPDATE SET run_id = excluded.run_id, user = excluded.user,
                 host = excluded.host, pid = excluded.pid, process_start = excluded.process_start,
-                acquired_at = CASE WHEN run_lock.run_id = excluded.run_id THEN run_lock.acquired_at
-                                   ELSE excluded.acquired_at END""",
+                acquired_at = excluded.acquired_at""",
                    {**{name: claim.get(name) for name in RUN_LOCK_FIELDS}, "acquired_at": utc_now()})
-    replaced = held if held is not None and held["run_id"] != claim["run_id"] else None
-    return True, replaced
-
-
-def _same_holder(held: dict, claim: dict) -> bool:
-    return all(held[name] == claim.get(name) for name in ("run_id", "host", "pid", "process_start"))
+    return True, held
 
 
 def release_run_lock(db: sqlite_utils.Database, run_id: str) -> bool:

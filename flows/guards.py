@@ -41,9 +41,9 @@ UNCAUGHT_STEPS = ("end",)
 ALWAYS_RUN_STEPS = ("join", "end")
 BRANCH_LOCAL_ARTIFACTS = ("failures", CATCH_VAR, "_catch_exception", "figures")
 #: Errors that the same attempt repeated a moment later would hit again: not retried.
-PERMANENT_ERRORS = (InputFileError, TagListError, storage.RunLockHeld, storage.DatabaseReadOnly,
-                    storage.StorageFull, storage.NotADatabase, storage.CannotOpenDatabase,
-                    storage.DatabaseDirectoryMissing, storage.SchemaTooNew)
+PERMANENT_ERRORS = (InputFileError, TagListError, storage.RunLockHeld, runlock.RunAbandoned,
+                    storage.DatabaseReadOnly, storage.StorageFull, storage.NotADatabase,
+                    storage.CannotOpenDatabase, storage.DatabaseDirectoryMissing, storage.SchemaTooNew)
 
 
 class SimulatedFailure(Exception):

@@ -122,6 +122,49 @@ def test_a_lock_from_another_host_is_never_declared_dead(db_path):
         runlock.hold(db_path, f"{FLOW}/2", "bob", pid=os.getpid())
 
 
+def test_a_step_whose_runtime_is_gone_refuses_to_write(db_path):
+    """Same run, another parent: the step was re-parented because its runtime was killed."""
+    runlock.hold(db_path, f"{FLOW}/1", "alice", pid=dead_pid())
+    with pytest.raises(runlock.RunAbandoned, match="the run was killed"):
+        runlock.hold(db_path, f"{FLOW}/1", "alice", pid=os.getpid())
+
+
+_ORPHAN = textwrap.dedent("""
+    import subprocess, sys, time
+    script = "import sys, time; from enrich import runlock; " \\
+             "ok = runlock.die_with_parent(); open(sys.argv[1], 'w').write(str(ok)); time.sleep(60)"
+    subprocess.Popen([sys.executable, "-c", script, sys.argv[1]])
+    time.sleep(60)
+""")
+
+
+def test_a_step_dies_with_its_runtime(tmp_path):
+    """A step is a child of the runtime: killing the runtime (kill -9) kills the step at once, so a
+    killed run never goes on writing behind the back of the next one."""
+    flag = tmp_path / "ready"
+    runtime = subprocess.Popen([sys.executable, "-c", _ORPHAN, str(flag)], cwd=ROOT,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        for _ in range(500):
+            if flag.exists() and flag.read_text():
+                break
+            time.sleep(0.02)
+        assert flag.read_text() == "True"
+        step = int(subprocess.run(["pgrep", "-P", str(runtime.pid)], capture_output=True, text=True,
+                                  check=True).stdout.split()[0])
+        assert runlock.process_alive(step)
+        runtime.kill()
+        runtime.wait()
+        for _ in range(250):
+            if not runlock.process_alive(step):
+                break
+            time.sleep(0.02)
+        assert not runlock.process_alive(step)
+    finally:
+        runtime.kill()
+        runtime.wait()
+
+
 def test_release_only_frees_the_holders_lock_and_never_raises(db_path, tmp_path):
     runlock.hold(db_path, f"{FLOW}/1", "alice", pid=os.getpid())
     runlock.release(db_path, f"{FLOW}/2")

@@ -1040,8 +1040,8 @@ def database_error(path: str | Path, exc: sqlite3.Error) -> StorageError | sqlit
                            "nothing stored was lost. Free disk space, then run again.")
     if code in (_SQLITE_NOTADB, _SQLITE_CORRUPT):
         return NotADatabase(
-            f"{path}: this file is not an SQLite database or is damaged ({detail}); it was left "
-            "untouched. Check that --database names the right file; if it is damaged, restore it "
+            f"{path}: cannot use this file as the database: it is not an SQLite database or is damaged "
+            f"({detail}); it was left untouched. Check that --database names the right file; if it is damaged, restore it "
             "from a backup or move it away to start a new database.")
     if code == _SQLITE_CANTOPEN:
         return CannotOpenDatabase(

@@ -873,9 +873,12 @@ def iter_stored_tags(db: sqlite_utils.Database, chunk_rows: int = READ_CHUNK_ROW
 
 
 def orphan_counts(db: sqlite_utils.Database) -> dict[str, int]:
-    """Tags and annotations whose transaction does not exist (referential integrity)."""
-    return {table: db.execute(f"SELECT COUNT(*) FROM {table} WHERE transaction_id NOT IN "
-                              "(SELECT id FROM transactions)").fetchone()[0]
+    """Tags and annotations whose transaction does not exist (referential integrity).
+
+    SQLite's own foreign-key check (one primary-key look-up per row; it works even
+    on a connection with enforcement off, e.g. after an external tool's edit).
+    """
+    return {table: db.execute("SELECT COUNT(*) FROM pragma_foreign_key_check(?)", (table,)).fetchone()[0]
             for table in ("tags", "annotations")}
 
 

@@ -197,6 +197,25 @@ def test_a_directory_given_as_the_database_is_explained(tmp_path):
     assert_clear(caught.value, tmp_path, "cannot open or create")
 
 
+def test_a_database_still_locked_after_the_busy_timeout_is_a_transient_error(db_path):
+    """Writers wait for each other (busy_timeout, 10 minutes in production); past it the error
+    names the file and is transient: @retry repeats the step."""
+    storage.connect(db_path).close()
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
+    db = storage.connect(db_path)
+    try:
+        db.execute("PRAGMA busy_timeout = 50")
+        with pytest.raises(storage.StorageError) as caught:
+            storage.record_run(db, f"{FLOW}/1", user="alice")
+    finally:
+        db.close()
+        other.execute("ROLLBACK")
+        other.close()
+    assert_clear(caught.value, db_path, "stayed locked by another writer", "Run again")
+    assert not isinstance(caught.value, PERMANENT_ERRORS)
+
+
 # --------------------------------------------------------------------------- schema versions
 def version_1_database(path: Path) -> None:
     """A database as the first release left it: migration 1 only, with data."""

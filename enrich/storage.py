@@ -390,6 +390,8 @@ def write_transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Databa
         db.execute("COMMIT")
     except sqlite3.OperationalError as exc:
         _rollback(db)
+        if not _is_condition(exc):
+            raise  # a bug (bad SQL...), not a state of the file: keep it as it is
         raise database_error(_file_of(db), exc) from exc
     except BaseException:
         _rollback(db)
@@ -1023,13 +1025,14 @@ _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_IOERR = 5, 6, 8, 10
 _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 11, 13, 14, 26
 
 
-def database_error(path: str | Path, exc: sqlite3.Error) -> StorageError | sqlite3.Error:
+def database_error(path: str | Path, exc: sqlite3.Error) -> StorageError:
     """The project's error for an SQLite error on ``path``, named after its condition.
 
     Conditions of the file or the disk (read-only, full, not a database,
     cannot open, I/O error, still locked after the busy timeout) become a
     :class:`StorageError` subclass whose message says what to do; any other
-    error (a bug: bad SQL, a constraint) is returned unchanged.
+    error becomes a plain :class:`StorageError` naming the file and SQLite's
+    message. Raise it ``from exc`` so that the original stays attached.
     """
     code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
     detail = str(exc)
@@ -1058,7 +1061,15 @@ def database_error(path: str | Path, exc: sqlite3.Error) -> StorageError | sqlit
         return StorageError(f"{path}: the database stayed locked by another writer for "
                             f"{BUSY_TIMEOUT_MS // 1000} s ({detail}); nothing was written. Run again "
                             "once the other writer has finished.")
-    return exc
+    return StorageError(f"{path}: cannot use this file as the database ({detail}). Check the path, "
+                        "its permissions and free disk space.")
+
+
+def _is_condition(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` is a state of the file or disk (see :func:`database_error`), not a bug."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    return code in (_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT,
+                    _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB) or "readonly" in str(exc)
 
 
 def _file_of(db: sqlite_utils.Database) -> str:

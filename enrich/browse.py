@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -284,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = datasette_command(path, metadata_file, args.port, args.host)
         print(f"serving {path} on http://{args.host}:{args.port}/{database_name(path)} (Ctrl-C stops)",
               file=sys.stderr)
+        # SIGTERM ends this process like Ctrl-C does: subprocess.run then stops datasette, and
+        # the temporary metadata is removed on the way out
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
         try:
             return subprocess.run(command, check=False).returncode
         except KeyboardInterrupt:  # Ctrl-C reached datasette too, which stops

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import sqlite3
 import tempfile
 from dataclasses import dataclass, field

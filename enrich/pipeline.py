@@ -135,11 +135,18 @@ ANNOTATION_RULES_FINGERPRINT = hashlib.sha256(repr(annotation.RULES).encode()).h
 def derive_tags(settings: RunSettings) -> Derived:
     """Tag every transaction that needs it (see :func:`_derive`)."""
     tags = settings.tag_list
+    ambiguous: list[pd.DataFrame] = []
 
     def compute(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-        return tagging.tag_frame(frame, tags)
+        return tagging.tag_frame(frame, tags, ambiguous)
 
-    return _derive(settings, storage.TAGS, tags.fingerprint, compute)
+    derived = _derive(settings, storage.TAGS, tags.fingerprint, compute)
+    wordings = (pd.concat(ambiguous) if ambiguous else pd.DataFrame({"wording": [], "tags_found": []}))
+    counts = (wordings.groupby("wording", sort=False)
+              .agg(tags_found=("tags_found", "max"), transactions=("tags_found", "size")).reset_index())
+    with open_database(settings.database) as db:
+        storage.save_ambiguous_wordings(db, settings.run_id, counts)
+    return derived
 
 
 def derive_annotations(settings: RunSettings) -> Derived:
@@ -375,8 +382,17 @@ def load_figures(stats: storage.LoadStats, transactions: Path | None = None) -> 
 
 
 def finish(database: Path, run_id: str, status: str) -> None:
-    """Close the run's ledger row and, on success, remove its scratch files."""
-    with open_database(database) as db:
-        storage.record_run(db, run_id, status=status, finished_at=storage.utc_now())
+    """Close the run's ledger row and, on success, remove its scratch files.
+
+    An unusable database (read-only, missing, not SQLite) is logged, not raised: the
+    run has already failed for that reason, and ``end`` must still write its metrics
+    and card and fail the run with the full list of failures.
+    """
+    try:
+        with open_database(database) as db:
+            storage.record_run(db, run_id, status=status, finished_at=storage.utc_now())
+    except storage.StorageError as exc:
+        logger.error("the run's ledger row could not be closed: %s", exc)
+        return
     if status == "succeeded":
         scratch.remove(scratch.work_dir(database, run_id))

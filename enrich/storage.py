@@ -488,6 +488,9 @@ def _bulk_error(path: Path, exc: Exception) -> StorageError:
         return ConstraintViolation(f"{path}: a write broke a database constraint ({text}); nothing was written")
     if "disk is full" in text or "SQLITE_FULL" in text:
         return StorageFull(f"{path}: the disk is full ({text}); nothing was written. Free space and re-run.")
+    if "readonly" in text or "read-only" in text:
+        return DatabaseReadOnly(f"{path}: the database cannot be written ({text}); nothing was written. "
+                                "Make the file, its directory and its disk writable, then re-run.")
     return StorageError(f"{path}: bulk operation failed ({text}); nothing was written. "
                         "Check the file's permissions and free disk space, then re-run.")
 
@@ -1142,6 +1145,9 @@ def acquire_run_lock(db: sqlite_utils.Database, claim: dict,
                 host = excluded.host, pid = excluded.pid, process_start = excluded.process_start,
                 acquired_at = excluded.acquired_at""",
                    {**{name: claim.get(name) for name in RUN_LOCK_FIELDS}, "acquired_at": utc_now()})
+        if held is not None:  # the dead holder's run can never finish: close its ledger row
+            db.execute("UPDATE runs SET status = 'failed', finished_at = ? WHERE run_id = ? AND status = 'running'",
+                       (utc_now(), held["run_id"]))
     return True, held
 
 

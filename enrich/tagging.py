@@ -180,15 +180,21 @@ def find_tags(wordings: pd.Series, tags: TagList) -> pd.DataFrame:
     )
 
 
-def tag_frame(transactions: pd.DataFrame, tags: TagList) -> tuple[pd.DataFrame, dict[str, int]]:
+def tag_frame(transactions: pd.DataFrame, tags: TagList,
+              ambiguous: list[pd.DataFrame] | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
     """Tags for a frame with ``id`` and ``wording``.
 
     Returns ``(transaction_id, tag)`` rows for tagged transactions only, and the
-    counts ``tagged``, ``untagged``, ``ambiguous``.
+    counts ``tagged``, ``untagged``, ``ambiguous``. When ``ambiguous`` is a list, the
+    ambiguous rows' ``wording`` and ``tags_found`` (distinct tags found) are appended to it.
     """
     found = find_tags(transactions["wording"], tags)
     counts = found["matches"].to_numpy()
     tagged = counts == 1
+    if ambiguous is not None:
+        several = counts >= 2
+        ambiguous.append(pd.DataFrame({"wording": transactions["wording"].to_numpy()[several],
+                                       "tags_found": counts[several]}))
     result = pd.DataFrame(
         {
             "transaction_id": transactions["id"].to_numpy(dtype=np.int64)[tagged],

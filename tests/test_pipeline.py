@@ -77,3 +77,11 @@ def test_progress_logs_rows_and_rate(caplog):
     progress = pipeline.Progress("ingest", every_s=0.0)
     progress.add(500)
     assert "ingest: 500 rows done" in caplog.text and "rows/s" in caplog.text
+
+
+def test_finish_on_an_unusable_database_logs_instead_of_raising(tmp_path, caplog):
+    not_a_database = tmp_path / "notes.db"
+    not_a_database.write_bytes(b"not a database" * 200)
+    pipeline.finish(not_a_database, "F/1", "failed")
+    assert "could not be closed" in caplog.text and str(not_a_database) in caplog.text
+    assert not_a_database.read_bytes() == b"not a database" * 200

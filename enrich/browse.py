@@ -2,7 +2,9 @@
 
 ``make browse`` runs ``python -m enrich.browse serve --database DB --port PORT``,
 which brings the database's schema up to date (views, full-text index), writes
-the metadata below to a temporary JSON file and runs ``datasette serve`` with it.
+the metadata below to a temporary JSON file and runs ``datasette serve`` with it
+and the project's plugin (:mod:`enrich.datasette_csv`: CSV downloads have their
+formula cells escaped).
 ``python -m enrich.browse metadata --database DB`` prints the metadata only.
 
 The canned queries come from :data:`enrich.storage.CANNED_QUERIES` (all SQL lives
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +37,9 @@ DESCRIPTION = (
 #: transactions, far beyond datasette's default 1 s limit; the canned queries answer in
 #: milliseconds whatever the size.
 DATASETTE_SETTINGS: dict[str, int] = {"sql_time_limit_ms": 30_000, "facet_time_limit_ms": 500}
+#: Module run as ``python -m`` to start datasette with the project's plugin registered
+#: (:mod:`enrich.datasette_csv`: formula cells of every CSV download escaped).
+DATASETTE_LAUNCHER = "enrich.datasette_csv"
 
 _RUN_ID = "run id: TransactionEnrichmentFlow/<Metaflow run number>"
 _TAG = "the one tag of the tag list found in the wording (TATA, TOTO, TUTU, TAXI by default)"
@@ -251,9 +255,13 @@ def prepare(path: str | Path) -> Path:
 
 
 def datasette_command(path: Path, metadata_file: Path, port: int, host: str) -> list[str]:
-    """The ``datasette serve`` command line for ``path``."""
-    executable = shutil.which("datasette", path=str(Path(sys.executable).parent)) or shutil.which("datasette")
-    command = [executable or "datasette", "serve", str(path), "--metadata", str(metadata_file),
+    """The ``datasette serve`` command line for ``path``.
+
+    datasette runs through :data:`DATASETTE_LAUNCHER` (``python -m
+    enrich.datasette_csv``), which registers the project's plugin before running
+    datasette's own command line: every CSV served has its formula cells escaped.
+    """
+    command = [sys.executable, "-m", DATASETTE_LAUNCHER, "serve", str(path), "--metadata", str(metadata_file),
                "--port", str(port), "--host", host]
     for name, value in DATASETTE_SETTINGS.items():
         command += ["--setting", name, str(value)]

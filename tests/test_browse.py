@@ -4,21 +4,27 @@ Every table, view and canned query answers with the expected rows; full-text sea
 works from datasette and follows upserts; the metadata describes every table, view
 and column of the schema; each canned query's plan avoids full scans of the large
 tables (EXPLAIN QUERY PLAN), except a declared guarded one that a healthy database
-never executes.
+never executes. Every CSV datasette serves has its formula cells escaped (the
+project's plugin, enrich.datasette_csv), while JSON and numbers stay as stored.
 """
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import re
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import urlencode
 
 import pandas as pd
 import pytest
 from datasette.app import Datasette
 
-from enrich import browse, storage, tagging
+from enrich import browse, datasette_csv, storage, tagging
 from tests.flow_support import run_flow
 
 BIG_TABLES = ("transactions", "tags", "annotations")
@@ -122,7 +128,7 @@ def test_serve_refuses_a_missing_database_and_builds_the_datasette_command(tmp_p
     assert browse.main(["serve", "--database", str(tmp_path / "none.db")]) == 2
     assert "make run" in capsys.readouterr().err
     command = browse.datasette_command(tmp_path / "x.db", tmp_path / "m.json", 8123, "127.0.0.1")
-    assert command[1:3] == ["serve", str(tmp_path / "x.db")]
+    assert command[1:5] == ["-m", "enrich.datasette_csv", "serve", str(tmp_path / "x.db")]
     assert command[command.index("--port") + 1] == "8123" and "sql_time_limit_ms" in command
 
 
@@ -325,3 +331,175 @@ def test_full_text_index_follows_upserts_from_the_bulk_load(store):
     assert store(storage.fts_problem) is None
     store(storage.rebuild_fts)
     assert store(storage.fts_problem) is None and search("paris") == [1]
+
+
+# --------------------------------------------------------------------------- CSV formula escaping
+#: Stored wordings (id -> amount in cents, wording) and how a CSV download must show them.
+HOSTILE = {
+    1: (-1250, "=1+2", "'=1+2"),
+    2: (4200, "+33 6 12 34 56 78", "'+33 6 12 34 56 78"),
+    3: (-1, "-x", "'-x"),
+    4: (99, "@SUM(A1)", "'@SUM(A1)"),
+    5: (100, '=HYPERLINK("http://x","clic")', '\'=HYPERLINK("http://x","clic")'),
+    6: (-5, "\tTAB", "'\tTAB"),
+    7: (0, "CARTE TAXI Paris", "CARTE TAXI Paris"),
+    8: (2, 'ligne une\n=2+3 "cite"', 'ligne une\n=2+3 "cite"'),  # a line of a cell, not a cell
+    9: (3, "-12.5", "-12.5"),  # spelled like a number: left alone, a spreadsheet reads a number
+    10: (-123456789, "PRLV Société Générale", "PRLV Société Générale"),
+}
+HOSTILE_QUERY = "hostile_wordings"
+
+
+def csv_rows(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text, newline="")))
+
+
+@pytest.fixture(scope="module")
+def csv_sites(tmp_path_factory, flow):
+    """datasette without and with the plugin (registered as ``serve`` does), on a database of
+    hostile wordings and on the flow's database."""
+    path = tmp_path_factory.mktemp("csv-escape") / "hostile.db"
+    frame = pd.DataFrame([(tid + 1, tid, cents, wording) for tid, (cents, wording, _) in HOSTILE.items()],
+                         columns=["line", "id", "amount_cents", "wording"])
+    chunk = SimpleNamespace(valid=frame, rejected=pd.DataFrame(columns=["line", "raw", "reason"]),
+                            rows_read=len(frame))
+    storage.load_batch(path, "F/1", [chunk])
+    name = browse.database_name(path)
+    meta = browse.metadata(name)
+    meta["databases"][name]["queries"][HOSTILE_QUERY] = {
+        "sql": "SELECT id, amount, wording FROM transactions WHERE id >= :from_id ORDER BY id"}
+    flow_meta = browse.metadata(browse.database_name(flow.path))
+    loop = asyncio.new_event_loop()
+
+    def build(database: Path, metadata: dict) -> Datasette:
+        ds = Datasette([str(database)], metadata=metadata, settings=browse.DATASETTE_SETTINGS)
+        loop.run_until_complete(ds.invoke_startup())
+        return ds
+
+    datasette_csv.unregister()
+    raw, flow_raw = build(path, meta), build(flow.path, flow_meta)  # datasette's own CSV
+    datasette_csv.register()
+    escaped, flow_escaped = build(path, meta), build(flow.path, flow_meta)
+
+    def getter(ds: Datasette):
+        def get(url: str):
+            response = loop.run_until_complete(ds.client.get(url))
+            assert response.status_code == 200, (url, response.status_code, response.text[:2000])
+            return response
+        return get
+
+    yield SimpleNamespace(name=name, raw=getter(raw), get=getter(escaped), flow_raw=getter(flow_raw),
+                          flow_get=getter(flow_escaped), flow_name=browse.database_name(flow.path))
+    datasette_csv.unregister()
+    loop.close()
+
+
+def test_every_csv_datasette_serves_escapes_formula_wordings_and_keeps_numbers(csv_sites):
+    name = csv_sites.name
+    sql = urlencode({"sql": "SELECT id, amount, wording FROM transactions ORDER BY id"})
+    urls = [f"/{name}/transactions.csv", f"/{name}/transactions.csv?_stream=on",
+            f"/{name}/transactions.csv?_dl=1", f"/{name}/enriched_transactions.csv?_sort=id",
+            f"/{name}.csv?{sql}", f"/{name}.csv?{sql}&_stream=on", f"/{name}/{HOSTILE_QUERY}.csv?from_id=0",
+            f"/{name}/{HOSTILE_QUERY}.csv?from_id=0&_stream=on"]
+    for url in urls:
+        response = csv_sites.get(url)
+        rows = csv_rows(response.text)
+        header, body = rows[0], rows[1:]
+        assert header == csv_rows(csv_sites.raw(url).text)[0] and header[0] == "id", url  # header intact
+        cells = {int(row[header.index("id")]): (row[header.index("amount")], row[header.index("wording")])
+                 for row in body}
+        assert cells == {tid: (str(cents / 100), shown) for tid, (cents, _, shown) in HOSTILE.items()}, url
+        assert cells[1][0] == "-12.5" and cells[10][0] == "-1234567.89", url
+    row = csv_rows(csv_sites.get(f"/{name}/transactions/5.csv").text)  # a row page
+    assert row[1][:4] == ["5", "100", "1.0", HOSTILE[5][2]]
+    download = csv_sites.get(f"/{name}/transactions.csv?_dl=1")
+    assert download.headers["content-type"].startswith("text/csv")
+    assert "attachment" in download.headers["content-disposition"]
+    assert "content-length" not in download.headers  # streamed as datasette streams it
+    # datasette's own CSV: the formulas are live, which is what the plugin prevents
+    raw = {int(row[0]): row[3] for row in csv_rows(csv_sites.raw(f"/{name}/transactions.csv").text)[1:]}
+    assert raw == {tid: wording for tid, (_, wording, _) in HOSTILE.items()}
+
+
+def test_json_and_html_show_the_wordings_as_stored(csv_sites):
+    name = csv_sites.name
+    rows = csv_sites.get(f"/{name}/transactions.json?_shape=array").json()
+    assert {r["id"]: (r["amount_cents"], r["amount"], r["wording"]) for r in rows} == {
+        tid: (cents, cents / 100, wording) for tid, (cents, wording, _) in HOSTILE.items()}
+    query = csv_sites.get(f"/{name}/{HOSTILE_QUERY}.json?from_id=0&_shape=array").json()
+    assert [r["wording"] for r in query] == [wording for _, wording, _ in HOSTILE.values()]
+    for url in (f"/{name}/transactions.json?_shape=array", f"/{name}/{HOSTILE_QUERY}.json?from_id=0&_shape=array"):
+        assert csv_sites.get(url).content == csv_sites.raw(url).content, url
+    page = csv_sites.get(f"/{name}/transactions").text
+    assert "&gt;=1+2" in page or ">=1+2<" in page
+    assert "&#39;=1+2" not in page and "'=1+2" not in page
+
+
+def test_small_batches_cut_only_between_records(csv_sites, monkeypatch):
+    """A multi-line quoted wording, a doubled quote and accented text across batch edges."""
+    url = f"/{csv_sites.name}/transactions.csv?_stream=on"
+    whole = csv_sites.get(url).content
+    for size in (1, 7, 40):
+        monkeypatch.setattr(datasette_csv, "BATCH_BYTES", size)
+        assert csv_sites.get(url).content == whole, size
+
+
+def test_a_csv_with_nothing_to_escape_is_datasettes_own_byte_for_byte(csv_sites):
+    name = csv_sites.flow_name
+    for url in (f"/{name}/enriched_transactions.csv?_stream=on", f"/{name}/runs.csv",
+                f"/{name}/transactions.csv?_size=max"):
+        escaped, raw = csv_sites.flow_get(url).content, csv_sites.flow_raw(url).content
+        assert escaped == raw, url
+    rows = csv_rows(csv_sites.flow_get(f"/{name}/enriched_transactions.csv?_stream=on").text)
+    assert len(rows) > 700 and any(row[1].startswith("-") for row in rows[1:])  # negative amounts kept
+
+
+def answer(status: int, content_type: bytes, chunks: list[bytes], length: bool = False):
+    """A stand-in ASGI application answering every request with ``chunks``."""
+    async def app(scope, receive, send):
+        headers = [(b"content-type", content_type)]
+        if length:
+            headers.append((b"content-length", str(sum(map(len, chunks))).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        for index, chunk in enumerate(chunks):
+            await send({"type": "http.response.body", "body": chunk, "more_body": index < len(chunks) - 1})
+    return app
+
+
+def through_plugin(app, path: str, query: bytes = b"") -> tuple[list[dict], bytes]:
+    """The messages ``app`` wrapped by the plugin sends for a GET of ``path``, and the whole body."""
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "GET", "path": path, "query_string": query, "headers": []}
+    asyncio.run(datasette_csv.EscapeCsvFormulas(app)(scope, receive, send))
+    return sent, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+def test_a_declared_content_length_is_corrected_and_other_responses_pass_unchanged():
+    chunks = [b'id,amount,wording\r\n1,-12.5,=1', b'+2\r\n2,0,"@A\r\nB"\r\n']
+    sent, body = through_plugin(answer(200, b"text/plain; charset=utf-8", chunks, length=True), "/db/t.csv")
+    assert body == b'id,amount,wording\r\n1,-12.5,\'=1+2\r\n2,0,"\'@A\r\nB"\r\n'
+    start = sent[0]
+    assert start["type"] == "http.response.start"
+    assert dict(start["headers"])[b"content-length"] == str(len(body)).encode()
+    assert [m.get("more_body", False) for m in sent[1:]] == [False]
+    sent, body = through_plugin(answer(200, b"text/csv; charset=utf-8", chunks), "/db/t", b"_format=csv&_dl=1")
+    assert b"'=1+2" in body and b"'@A" in body and sent[-1]["more_body"] is False
+    for app, path, query in [(answer(200, b"application/json", chunks), "/db/t.json", b""),  # not a CSV
+                             (answer(200, b"text/plain", chunks), "/db/t", b""),  # not asked as CSV
+                             (answer(400, b"text/plain", chunks), "/db/t.csv", b""),  # an error page
+                             (answer(200, b"text/html", chunks), "/db/t.csv", b"_trace=1")]:  # debug page
+        assert through_plugin(app, path, query)[1] == b"".join(chunks), (path, query)
+
+
+def test_serve_starts_datasette_with_the_plugin_registered(tmp_path):
+    command = browse.datasette_command(tmp_path / "x.db", tmp_path / "m.json", 8123, "127.0.0.1")
+    plugins = subprocess.run([*command[:3], "plugins"], capture_output=True, text=True, timeout=120, check=True)
+    assert command[0] == sys.executable and '"asgi_wrapper"' in plugins.stdout
+    assert '"enrich.datasette_csv"' in plugins.stdout

@@ -135,7 +135,9 @@ class CsvFormulaEscaper:
         if data:
             self._chunks.append(data)
             self._size += len(data)
-        if not final and self._size < self._batch_bytes:
+        # a record longer than a batch waits for as many new bytes as it already holds:
+        # each byte is then rescanned a bounded number of times, however long the record
+        if not final and self._size < max(self._batch_bytes, len(self._pending)):
             return b""
         text = self._pending + self._decoder.decode(b"".join(self._chunks), final)
         self._chunks, self._size = [], 0

@@ -336,8 +336,13 @@ def connect(path: str | Path) -> sqlite_utils.Database:
     return db
 
 
+PAGE_SIZE = 16384  # for new files: fewer, fuller b-tree pages for millions of rows
+
+
 def _configure(db: sqlite_utils.Database) -> None:
     db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    if db.execute("PRAGMA page_count").fetchone()[0] == 0:  # a new, empty file: before WAL and any table
+        db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
     if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
         db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = NORMAL")

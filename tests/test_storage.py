@@ -183,3 +183,7 @@ def test_alerts_ledger(fresh_db):
     storage.record_alert(fresh_db, "F/1", "sms", "sent", ["+331", "+332"], "body", None)
     assert [(a["status"], a["recipients"]) for a in storage.alerts_for_run(fresh_db, "F/1")] == [
         ("sent", "+331, +332")]
+
+
+def test_a_new_database_uses_large_pages(fresh_db):
+    assert fresh_db.execute("PRAGMA page_size").fetchone()[0] == storage.PAGE_SIZE

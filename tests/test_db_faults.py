@@ -150,10 +150,10 @@ def test_a_read_only_disk_is_refused_clearly_and_kept(tmp_path):
 
 # --------------------------------------------------------------------------- full disk
 def test_a_full_disk_rolls_the_write_back_and_says_so(tmp_path):
-    with tmpfs(tmp_path / "small", "1m") as mount:
+    with tmpfs(tmp_path / "small", "4m") as mount:  # the schema alone takes ~1 MB in 16 KiB pages
         path = mount / "bank.db"
         kept = seed(path)
-        big = [chunk(np.arange(10, 60_010), np.arange(60_000), ["PRLV SEPA " + "X" * 40] * 60_000)]
+        big = [chunk(np.arange(10, 120_010), np.arange(120_000), ["PRLV SEPA " + "X" * 40] * 120_000)]
         with pytest.raises(storage.StorageFull) as caught:
             storage.load_batch(path, f"{FLOW}/2", big)
         assert str(path) in str(caught.value) and "Free" in str(caught.value)
@@ -308,12 +308,12 @@ def test_a_flow_run_on_a_read_only_database_alerts_and_loses_nothing(tmp_path):
 
 @pytest.mark.flow
 def test_a_flow_run_on_a_full_disk_alerts_and_loses_nothing(tmp_path):
-    with tmpfs(tmp_path / "small", "1500k") as mount:
+    with tmpfs(tmp_path / "small", "3m") as mount:  # room for the schema (16 KiB pages) and a small run
         database = mount / "bank.db"
         first = run_flow(tmp_path, write_csv(tmp_path / "t.csv", SMALL), database=database)
         assert first.returncode == 0, first.stderr
         kept = first.query("SELECT * FROM transactions ORDER BY id")
-        big = generate_csv(tmp_path / "big.csv", 40_000, seed=3).path
+        big = generate_csv(tmp_path / "big.csv", 100_000, seed=3).path
         big_digest = digest(big)
         result = run_flow(tmp_path, big, database=database)
         body = assert_alerted(result, "ingest", "StorageFull")

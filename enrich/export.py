@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
+
+from enrich.files import replace_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -76,19 +77,6 @@ def write_csv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     file removed.
     """
     target = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            escape_frame(frame).to_csv(handle, index=False, lineterminator="\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, target)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
+    replace_atomically(target, escape_frame(frame).to_csv(index=False, lineterminator="\n").encode("utf-8"))
     logger.info("wrote %d rows to %s", len(frame), target)
     return target

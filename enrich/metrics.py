@@ -85,7 +85,6 @@ import math
 import numbers
 import os
 import re
-import tempfile
 import urllib.error
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -93,6 +92,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, Info, generate_latest
 from prometheus_client import push_to_gateway, pushadd_to_gateway
+
+from enrich.files import replace_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -309,38 +310,8 @@ def write_textfile(path: Path, metrics: RunMetrics, last_success: float | None) 
     data = generate_latest(build_registry(metrics, last_success))
     if path.suffix != ".prom":
         logger.warning("metrics textfile %s does not end in .prom: node_exporter will ignore it", path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fchmod(tmp.fileno(), 0o644)
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        # Also on KeyboardInterrupt: never leave a temporary file behind.
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_directory(path.parent)
+    replace_atomically(path, data)
     logger.info("wrote %d bytes of run metrics to %s", len(data), path)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable; best effort (some filesystems refuse)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError as exc:
-        logger.debug("cannot open %s to fsync it: %s", directory, exc)
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        logger.debug("cannot fsync directory %s: %s", directory, exc)
-    finally:
-        os.close(fd)
 
 
 def push(gateway_url: str, metrics: RunMetrics, last_success: float | None, *,

@@ -7,6 +7,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from metaflow import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +65,23 @@ def run_flow(workdir: Path, transactions: Path | None = None, *, database: Path 
                                 database, [])
     if sms_log.exists():
         result.sms = [json.loads(line) for line in sms_log.read_text().splitlines()]
+    return result
+
+
+def run_once_per_module(tmp_path_factory, name: str, **parameters) -> FlowResult:
+    """One real flow run (default input: the bundled sample) for a module-scoped fixture.
+
+    Module fixtures cannot use the function-scoped isolation of conftest.py, so this sets
+    the same temporary Metaflow datastore and user for the run.
+    """
+    workdir = tmp_path_factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as env:
+        datastore = tmp_path_factory.getbasetemp() / "metaflow-datastore"
+        datastore.mkdir(exist_ok=True)
+        env.setenv("METAFLOW_DATASTORE_SYSROOT_LOCAL", str(datastore))
+        env.setenv("USER", "tester")
+        result = run_flow(workdir, **parameters)
+    assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 

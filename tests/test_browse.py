@@ -24,8 +24,8 @@ import pandas as pd
 import pytest
 from datasette.app import Datasette
 
-from enrich import browse, datasette_csv, storage, tagging
-from tests.flow_support import run_flow
+from enrich import browse, datasette_csv, storage
+from tests.flow_support import run_once_per_module
 
 BIG_TABLES = ("transactions", "tags", "annotations")
 FLOW_STEPS = {"start", "ingest", "tag_transactions", "annotate_transactions", "join", "end"}
@@ -35,34 +35,9 @@ FLOW_STEPS = {"start", "ingest", "tag_transactions", "annotate_transactions", "j
 @pytest.fixture(scope="module")
 def flow(tmp_path_factory):
     """One real flow run on the bundled sample (800 rows, a few malformed), for the whole module."""
-    workdir = tmp_path_factory.mktemp("browse-flow")
-    with pytest.MonkeyPatch.context() as env:
-        datastore = tmp_path_factory.getbasetemp() / "metaflow-datastore"
-        datastore.mkdir(exist_ok=True)
-        env.setenv("METAFLOW_DATASTORE_SYSROOT_LOCAL", str(datastore))
-        env.setenv("USER", "tester")
-        result = run_flow(workdir)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_once_per_module(tmp_path_factory, "browse-flow")
     run_id = result.query("SELECT run_id FROM runs")[0][0]
-    record_ambiguous_wordings(result.database, run_id)
     return SimpleNamespace(path=result.database, run_id=run_id, query=result.query)
-
-
-def record_ambiguous_wordings(path: Path, run_id: str) -> pd.DataFrame:
-    """Record the run's ambiguous wordings as its tagging stage does (see storage.save_ambiguous_wordings)."""
-    with sqlite3.connect(path) as conn:
-        frame = pd.DataFrame(conn.execute("SELECT id, wording FROM transactions WHERE last_changed_run_id = ?",
-                                          (run_id,)).fetchall(), columns=["id", "wording"])
-    found = tagging.find_tags(frame["wording"].astype(object), tagging.load_tag_list(None))
-    ambiguous = frame.assign(tags_found=found["matches"].to_numpy())[found["matches"].to_numpy() >= 2]
-    wordings = (ambiguous.groupby("wording").agg(tags_found=("tags_found", "max"), transactions=("id", "size"))
-                .reset_index())
-    db = storage.connect(path)
-    try:
-        storage.save_ambiguous_wordings(db, run_id, wordings)
-    finally:
-        db.close()
-    return wordings
 
 
 @pytest.fixture(scope="module")

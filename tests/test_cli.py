@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import pytest
 
 from enrich import cli, storage
-from tests.flow_support import ROOT, run_flow
+from tests.flow_support import ROOT, run_once_per_module
 
 STEPS = ["start", "ingest", "tag_transactions", "annotate_transactions", "join", "end"]
 
@@ -28,14 +28,7 @@ STEPS = ["start", "ingest", "tag_transactions", "annotate_transactions", "join",
 @pytest.fixture(scope="module")
 def flow(tmp_path_factory):
     """One real flow run on the bundled sample, for the whole module (tests work on copies)."""
-    workdir = tmp_path_factory.mktemp("cli-flow")
-    with pytest.MonkeyPatch.context() as env:
-        datastore = tmp_path_factory.getbasetemp() / "metaflow-datastore"
-        datastore.mkdir(exist_ok=True)
-        env.setenv("METAFLOW_DATASTORE_SYSROOT_LOCAL", str(datastore))
-        env.setenv("USER", "tester")
-        result = run_flow(workdir)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_once_per_module(tmp_path_factory, "cli-flow")
     return SimpleNamespace(path=result.database, run_id=result.query("SELECT run_id FROM runs")[0][0],
                            counts=counts(result.database))
 

@@ -17,13 +17,15 @@ write: the database is opened read-only. All SQL is in :mod:`enrich.storage`.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from enrich import storage
+from enrich import runlock, storage
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_DATABASE = "database.db"
@@ -92,9 +94,37 @@ def command_backup(args: argparse.Namespace) -> dict[str, object]:
 
 
 def command_restore(args: argparse.Namespace) -> dict[str, object]:
-    """The database replaced by a verified backup."""
-    return storage.restore_database(args.database, args.source, force=args.force,
-                                    stale_after_hours=args.stale_after_hours)
+    """The database replaced by a verified backup, holding the run lock meanwhile.
+
+    The lock (taken like a run takes it, by this process) makes a run started
+    during the restore fail at once instead of writing into the file being moved
+    aside. It is taken only on a database with nothing in the way: otherwise
+    restoring needs ``--force`` (the operator knows no run is alive), and a damaged
+    file is not written to.
+    """
+    storage.verify_backup(Path(args.source).resolve())  # a bad source is refused before anything is touched
+    claim, locked = f"restore/{os.getpid()}", None
+    if not args.force and not storage.restore_blockers(args.database, args.stale_after_hours):
+        try:
+            runlock.hold(Path(args.database), claim, getpass_user(), pid=os.getpid())
+            locked = claim
+        except storage.RunLockHeld as exc:  # a run started just now
+            holder = (exc.holder or {}).get("run_id", "another run")
+            raise storage.RestoreRefused(f"{args.database}: not restored: run {holder} holds the run lock. "
+                                         f"{exc}") from exc
+    try:
+        return storage.restore_database(args.database, args.source, force=args.force,
+                                        stale_after_hours=args.stale_after_hours, own_lock=locked)
+    except BaseException:
+        if locked:  # not restored: the database is the one we locked; free it
+            runlock.release(Path(args.database), locked)
+        raise
+    # restored: the lock row went aside with the replaced file; the new file is left untouched
+
+
+def getpass_user() -> str:
+    """The operator's user name for the lock (``USER``/``LOGNAME``, else the account's)."""
+    return os.environ.get("USER") or os.environ.get("LOGNAME") or getpass.getuser()
 
 
 class _reading:  # noqa: N801 - a context manager used like a function

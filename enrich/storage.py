@@ -1606,13 +1606,14 @@ def verify_backup(path: str | Path) -> int:
     return version
 
 
-def restore_blockers(database: str | Path, stale_after_hours: float = RUNNING_STALE_AFTER_HOURS
-                     ) -> list[str]:
+def restore_blockers(database: str | Path, stale_after_hours: float = RUNNING_STALE_AFTER_HOURS,
+                     own_lock: str | None = None) -> list[str]:
     """Why restoring over ``database`` now could lose a run's writes ([] when nothing stands in the way).
 
-    A run is in progress when the run lock is held or a ``running`` run started
-    less than ``stale_after_hours`` ago. A database that cannot be read at all
-    cannot rule it out either.
+    A run is in progress when the run lock is held (by another than ``own_lock``,
+    the restore's own claim) or a ``running`` run started less than
+    ``stale_after_hours`` ago. A database that cannot be read at all cannot rule
+    it out either.
     """
     path = Path(database).resolve()
     if not path.exists():
@@ -1624,7 +1625,7 @@ def restore_blockers(database: str | Path, stale_after_hours: float = RUNNING_ST
     try:
         blockers = []
         holder = run_lock_holder(db) if "run_lock" in db.table_names() else None
-        if holder:
+        if holder and holder["run_id"] != own_lock:
             blockers.append(f"run {holder['run_id']} holds the run lock (user {holder.get('user')}, "
                             f"host {holder.get('host')}, pid {holder.get('pid')}, since {holder.get('acquired_at')})")
         for run in runs_in_progress(db, stale_after_hours):
@@ -1637,7 +1638,8 @@ def restore_blockers(database: str | Path, stale_after_hours: float = RUNNING_ST
 
 
 def restore_database(database: str | Path, source: str | Path, force: bool = False,
-                     stale_after_hours: float = RUNNING_STALE_AFTER_HOURS) -> dict[str, object]:
+                     stale_after_hours: float = RUNNING_STALE_AFTER_HOURS,
+                     own_lock: str | None = None) -> dict[str, object]:
     """Replace ``database`` by a verified copy of the backup ``source``; keep the old file aside.
 
     Refuses (:class:`RestoreRefused`) while a run may be writing, unless ``force``.
@@ -1646,7 +1648,8 @@ def restore_database(database: str | Path, source: str | Path, force: bool = Fal
     verified again; then the database, its -wal and its -shm files are renamed
     together to ``<database>.replaced-<UTC time>`` (the old file and its WAL stay a
     consistent pair, and no stale WAL can be applied to the restored file), and the
-    copy takes the database's name.
+    copy takes the database's name. ``own_lock``: the run-lock claim the caller took
+    on the database for the restore's duration (so that no run can start meanwhile).
     """
     target = Path(database).resolve()
     backup = Path(source).resolve()
@@ -1655,7 +1658,7 @@ def restore_database(database: str | Path, source: str | Path, force: bool = Fal
         raise RestoreRefused(f"{target}: the backup and the database are the same file.")
     if not target.parent.is_dir():
         raise DatabaseDirectoryMissing(f"{target}: directory {target.parent} does not exist.")
-    blockers = restore_blockers(target, stale_after_hours)
+    blockers = restore_blockers(target, stale_after_hours, own_lock)
     if blockers and not force:
         raise RestoreRefused(f"{target}: not restored: " + "; ".join(blockers) +
                              ". Wait for the run to finish (or, once it is known to be dead, "

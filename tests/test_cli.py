@@ -311,3 +311,25 @@ def test_restore_verifies_its_source_before_touching_anything(flow, db, tmp_path
     sqlite3.connect(empty).execute("CREATE TABLE x (y)").connection.close()
     assert restore(db, empty).code == 1
     assert restore(db, db).code == 1
+
+
+def test_restore_holds_the_run_lock_so_that_a_run_starting_meanwhile_fails_at_once(flow, db, tmp_path,
+                                                                                   monkeypatch):
+    from enrich import runlock
+
+    assert enrich("backup", "--database", db, tmp_path / "good.db").code == 0
+    seen = {}
+    copy = storage._verified_copy
+
+    def copy_while_a_run_starts(source, destination):
+        try:
+            runlock.hold(Path(db), "TransactionEnrichmentFlow/8", "bob", pid=os.getpid() + 1)
+        except storage.RunLockHeld as exc:
+            seen["refused"] = str(exc)
+        return copy(source, destination)
+
+    monkeypatch.setattr(storage, "_verified_copy", copy_while_a_run_starts)
+    restored = restore(db, tmp_path / "good.db")
+    assert restored.code == 0, restored.err
+    assert "restore/" in seen["refused"]  # the run saw the restore holding the lock and stopped
+    assert counts(db) == flow.counts

@@ -213,7 +213,14 @@ def _discrepancies(db: sqlite_utils.Database, kind: str, tags: tagging.TagList) 
 
 
 def publish(settings: RunSettings, derived: Derived) -> storage.PublishStats:
-    """Write a derive stage's result to the database in one transaction (safe to retry)."""
+    """Write a derive stage's result to the database in one transaction (safe to retry).
+
+    Nothing pending and nothing derived (an unchanged re-run): nothing to write, and the
+    table is left as it is, without even a transaction.
+    """
+    if derived.covered_runs == () and derived.rows == 0:
+        logger.info("published %s: nothing pending, nothing to write", derived.kind)
+        return storage.PublishStats(written=0, removed=0, pending_runs=())
     return storage.publish(settings.database, derived.kind, settings.run_id,
                            scratch.read_frames(Path(derived.path)), derived.covered_runs, state=derived.state,
                            expected_fingerprint=derived.table_fingerprint)

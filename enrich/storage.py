@@ -546,7 +546,7 @@ def load_batch(database: str | Path, run_id: str, chunks: Iterable) -> LoadStats
         bulk.execute("INSERT INTO rejected_rows (run_id, line, raw, reason) "
                      "SELECT ?, line, raw, reason FROM temp.staging_rejected", (run_id,))
         rejected = bulk.scalar("SELECT COUNT(*) FROM temp.staging_rejected")
-        for kind in ENRICHMENT_KINDS:
+        for kind in ENRICHMENT_KINDS if changed else ():  # an unchanged batch leaves nothing to derive
             bulk.execute("INSERT OR IGNORE INTO pending_enrichment (run_id, kind) VALUES (?, ?)", (run_id, kind))
         _drop_staging(bulk)
     new = rows_loaded - existing

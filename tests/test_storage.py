@@ -66,6 +66,7 @@ def test_load_counts_and_upsert(store):
     again = storage.load_batch(store.path, "F/2", [chunk([(2, 1, 100, "a"), (3, 2, 200, "b")])])
     assert (again.rows_new, again.rows_updated, again.rows_unchanged) == (0, 0, 2)
     assert store.rows("SELECT id, last_changed_run_id FROM transactions") == [(1, "F/1"), (2, "F/1")]
+    assert store(storage.pending_runs, storage.TAGS) == ("F/1",)  # the unchanged batch F/2 left nothing to derive
     changed = storage.load_batch(store.path, "F/3", [chunk([(2, 1, 100, "a"), (3, 2, 250, "b"),
                                                          (4, 3, 1, "c")])])
     assert (changed.rows_new, changed.rows_updated, changed.rows_unchanged) == (1, 1, 1)

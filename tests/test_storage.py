@@ -188,3 +188,23 @@ def test_alerts_ledger(fresh_db):
 
 def test_a_new_database_uses_large_pages(fresh_db):
     assert fresh_db.execute("PRAGMA page_size").fetchone()[0] == storage.PAGE_SIZE
+
+
+@pytest.mark.parametrize("order", ["ascending", "shuffled"])
+def test_ids_in_any_order_load_alike(store, order):
+    rows = [(line, line * 7, line * 100, f"w{line}") for line in range(2, 500)]
+    if order == "shuffled":
+        ids = [key for _, key, _, _ in rows][::-1]
+        rows = [(line, key, cents, wording) for (line, _, cents, wording), key in zip(rows, ids)]
+    split = [chunk(rows[:200]), chunk(rows[200:])]
+    stats = storage.load_batch(store.path, "F/1", split)
+    assert (stats.rows_loaded, stats.rows_new, stats.rows_duplicate) == (498, 498, 0)
+    assert store.rows("SELECT COUNT(*), SUM(amount_cents) FROM transactions") == [(498, sum(r[2] for r in rows))]
+    again = storage.load_batch(store.path, "F/2", split)
+    assert (again.rows_unchanged, again.rows_new, again.cents_stored) == (498, 0, again.cents_in_file)
+
+
+def test_an_id_repeated_across_chunks_is_still_a_duplicate(store):
+    stats = storage.load_batch(store.path, "F/1", [chunk([(2, 1, 100, "a"), (3, 2, 5, "b")]),
+                                                   chunk([(4, 2, 5, "b"), (5, 3, 9, "c")])])
+    assert (stats.rows_loaded, stats.rows_duplicate) == (3, 1)

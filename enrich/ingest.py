@@ -526,26 +526,28 @@ def _arrow_positions(values: pa.Array) -> tuple[ByteArray, IntArray, IntArray]:
 
 def _ids_text(values: pa.Array) -> tuple[IntArray, BoolArray]:
     """Parse a string array of ids: numpy fast path, regexes for the rest; nulls are not ok."""
-    values = _to_large_string(values)
-    data, starts, ends = _arrow_positions(values)
-    ids, ok = _in_batches(_ids_canonical, _Padded(data), starts, ends)
-    ok &= np.asarray(values.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
-    if not ok.all():
-        redo = np.flatnonzero(~ok)
-        ids[redo], ok[redo] = _ids_regex(values.take(pa.array(redo)))
-    return ids, ok
+    return _parse_text(values, _ids_canonical, _ids_regex)
 
 
 def _amounts_text(values: pa.Array) -> tuple[IntArray, BoolArray]:
-    """Parse a string array of amounts: numpy fast path, regexes for the rest; nulls are not ok."""
+    """Parse a string array of amounts (in cents): numpy fast path, regexes for the rest; nulls are not ok."""
+    return _parse_text(values, _amounts_canonical, _amounts_regex)
+
+
+def _parse_text(
+    values: pa.Array,
+    canonical: Callable[[_Padded, IntArray, IntArray], tuple[IntArray, BoolArray]],
+    regex: Callable[[pa.Array], tuple[IntArray, BoolArray]],
+) -> tuple[IntArray, BoolArray]:
+    """The canonical spellings with numpy, then the regex parser for whatever it did not take."""
     values = _to_large_string(values)
     data, starts, ends = _arrow_positions(values)
-    cents, ok = _in_batches(_amounts_canonical, _Padded(data), starts, ends)
+    parsed, ok = _in_batches(canonical, _Padded(data), starts, ends)
     ok &= np.asarray(values.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
     if not ok.all():
         redo = np.flatnonzero(~ok)
-        cents[redo], ok[redo] = _amounts_regex(values.take(pa.array(redo)))
-    return cents, ok
+        parsed[redo], ok[redo] = regex(values.take(pa.array(redo)))
+    return parsed, ok
 
 
 def _series_to_arrow(text: pd.Series) -> pa.Array:

@@ -205,6 +205,17 @@ _SCHEMA_V1: tuple[str, ...] = (
 
 # Version 2: browsing (see "browse and operate" at the end of this module): views, full-text
 # search on wording, the ambiguous wordings of each run, indexes for the canned queries.
+def _summary_view_sql(view: str, table: str, alias: str, column: str) -> str:
+    """A view of count, sum, mean, min and max amount (EUR) per tag or per annotation."""
+    return f"""CREATE VIEW {view} AS
+    SELECT {alias}.{column}, COUNT(*) AS transactions,
+           ROUND(SUM(t.amount_cents) / 100.0, 2) AS total_eur,
+           ROUND(AVG(t.amount_cents) / 100.0, 2) AS mean_eur,
+           MIN(t.amount) AS min_eur, MAX(t.amount) AS max_eur
+    FROM {table} {alias} JOIN transactions t ON t.id = {alias}.transaction_id
+    GROUP BY {alias}.{column}"""
+
+
 _SCHEMA_V2: tuple[str, ...] = (
     # Full-text index of transactions.wording. External content (the text lives once, in
     # transactions); no per-document sizes (columnsize=0: a third cheaper to maintain, bm25
@@ -239,20 +250,8 @@ _SCHEMA_V2: tuple[str, ...] = (
     FROM transactions t
     LEFT JOIN tags g ON g.transaction_id = t.id
     LEFT JOIN annotations a ON a.transaction_id = t.id""",
-    """CREATE VIEW tag_summary AS
-    SELECT g.tag, COUNT(*) AS transactions,
-           ROUND(SUM(t.amount_cents) / 100.0, 2) AS total_eur,
-           ROUND(AVG(t.amount_cents) / 100.0, 2) AS mean_eur,
-           MIN(t.amount) AS min_eur, MAX(t.amount) AS max_eur
-    FROM tags g JOIN transactions t ON t.id = g.transaction_id
-    GROUP BY g.tag""",
-    """CREATE VIEW annotation_summary AS
-    SELECT a.annotation, COUNT(*) AS transactions,
-           ROUND(SUM(t.amount_cents) / 100.0, 2) AS total_eur,
-           ROUND(AVG(t.amount_cents) / 100.0, 2) AS mean_eur,
-           MIN(t.amount) AS min_eur, MAX(t.amount) AS max_eur
-    FROM annotations a JOIN transactions t ON t.id = a.transaction_id
-    GROUP BY a.annotation""",
+    _summary_view_sql("tag_summary", "tags", "g", "tag"),
+    _summary_view_sql("annotation_summary", "annotations", "a", "annotation"),
     """CREATE VIEW run_summary AS
     SELECT r.run_id, r.status, r.started_at, r.finished_at,
            ROUND((julianday(r.finished_at) - julianday(r.started_at)) * 86400, 3) AS duration_s,

@@ -133,7 +133,8 @@ ANNOTATION_RULES_FINGERPRINT = hashlib.sha256(repr(annotation.RULES).encode()).h
 
 
 def derive_tags(settings: RunSettings) -> Derived:
-    """Tag every transaction that needs it (see :func:`_derive`)."""
+    """Tag every transaction that needs it (see :func:`_derive`), and record this run's ambiguous
+    wordings (two or more tags found, so none stored) for the ``most_ambiguous_wordings`` query."""
     tags = settings.tag_list
     ambiguous: list[pd.DataFrame] = []
 

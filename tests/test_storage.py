@@ -208,3 +208,19 @@ def test_an_id_repeated_across_chunks_is_still_a_duplicate(store):
     stats = storage.load_batch(store.path, "F/1", [chunk([(2, 1, 100, "a"), (3, 2, 5, "b")]),
                                                    chunk([(4, 2, 5, "b"), (5, 3, 9, "c")])])
     assert (stats.rows_loaded, stats.rows_duplicate) == (3, 1)
+
+
+def test_one_process_never_opens_a_file_through_both_sqlite_libraries(store):
+    db = storage.connect(store.path)
+    try:
+        with pytest.raises(storage.MixedSQLiteLibraries, match="open through sqlite3"):
+            storage.load_batch(store.path, "F/1", [chunk([(2, 1, 100, "a")])])
+    finally:
+        db.close()
+    frames = storage.iter_transactions(store.path, ["id"], None)
+    storage.load_batch(store.path, "F/1", [chunk([(2, 1, 100, "a")])])
+    next(frames)  # the bulk connection is open while the generator is
+    with pytest.raises(storage.MixedSQLiteLibraries, match="bulk operation"):
+        storage.connect(store.path)
+    frames.close()
+    storage.connect(store.path).close()  # fine again once the bulk connection closed

@@ -487,17 +487,16 @@ def bulk_connection(path: str | Path) -> Iterator[_BulkCursor]:
 
 
 def _bulk_error(path: Path, exc: Exception) -> StorageError:
-    """The project's error for a failed bulk operation, named after its condition."""
+    """The project's error for a failed bulk operation, named after its condition.
+
+    ADBC reports SQLite's message but not its code: the code is recovered from the
+    message, then :func:`database_error` words it as for any other write.
+    """
     text = str(exc).replace("\n", " ")
     if "constraint failed" in text:
         return ConstraintViolation(f"{path}: a write broke a database constraint ({text}); nothing was written")
-    if "disk is full" in text or "SQLITE_FULL" in text:
-        return StorageFull(f"{path}: the disk is full ({text}); nothing was written. Free space and re-run.")
-    if "readonly" in text or "read-only" in text:
-        return DatabaseReadOnly(f"{path}: the database cannot be written ({text}); nothing was written. "
-                                "Make the file, its directory and its disk writable, then re-run.")
-    return StorageError(f"{path}: bulk operation failed ({text}); nothing was written. "
-                        "Check the file's permissions and free disk space, then re-run.")
+    return database_error(path, exc, code=next((code for phrase, code in _BULK_ERROR_CODES if phrase in text), 0))
+
 
 
 def _bulk_pragmas() -> tuple[str, ...]:
@@ -1050,9 +1049,14 @@ class SchemaTooNew(StorageError):
 #: SQLite primary result codes (``sqlite3.Error.sqlite_errorcode & 0xFF``) and their conditions.
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_IOERR = 5, 6, 8, 10
 _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 11, 13, 14, 26
+# SQLite's messages for those codes, for drivers that report the message only (ADBC)
+_BULK_ERROR_CODES = (("disk is full", _SQLITE_FULL), ("readonly", _SQLITE_READONLY),
+                     ("not a database", _SQLITE_NOTADB), ("malformed", _SQLITE_CORRUPT),
+                     ("unable to open", _SQLITE_CANTOPEN), ("disk I/O error", _SQLITE_IOERR),
+                     ("database is locked", _SQLITE_BUSY))
 
 
-def database_error(path: str | Path, exc: sqlite3.Error) -> StorageError:
+def database_error(path: str | Path, exc: Exception, code: int | None = None) -> StorageError:
     """The project's error for an SQLite error on ``path``, named after its condition.
 
     Conditions of the file or the disk (read-only, full, not a database,
@@ -1061,8 +1065,8 @@ def database_error(path: str | Path, exc: sqlite3.Error) -> StorageError:
     error becomes a plain :class:`StorageError` naming the file and SQLite's
     message. Raise it ``from exc`` so that the original stays attached.
     """
-    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
-    detail = str(exc)
+    code = (code if code is not None else getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    detail = str(exc).replace("\n", " ")
     if code == _SQLITE_READONLY or "readonly" in detail:
         return DatabaseReadOnly(
             f"{path}: the database cannot be written ({detail}); nothing was written. Make the file, "

@@ -77,21 +77,28 @@ TABLES: dict[str, dict[str, object]] = {
             "amount_cents": "amount in cents (integer, exact), as stored",
             "amount": "amount in EUR (amount_cents / 100, computed)",
             "wording": "bank wording, verbatim (full-text searchable)",
-            "first_run_id": "run that first loaded this transaction",
-            "last_changed_run_id": "last run that inserted it or changed its amount or wording",
+            "first_run": "run that first loaded this transaction (run_keys.run_key)",
+            "last_changed_run": "last run that inserted it or changed its amount or wording (run_keys.run_key)",
         },
         "sort": "id", "fts_table": storage.FTS_TABLE, "fts_pk": "id", "label_column": "wording",
     },
     "tags": {
         "description": "The tag of each transaction whose wording holds exactly one tag of the list.",
-        "columns": {"transaction_id": "transactions.id", "tag": _TAG, "run_id": "run that derived this tag"},
+        "columns": {"transaction_id": "transactions.id", "tag": _TAG,
+                    "run": "run that derived this tag (run_keys.run_key)"},
         "facets": ["tag"],
     },
     "annotations": {
         "description": "The annotation of every non-zero transaction, by exact amount.",
         "columns": {"transaction_id": "transactions.id", "annotation": _ANNOTATION,
-                    "run_id": "run that derived this annotation"},
+                    "run": "run that derived this annotation (run_keys.run_key)"},
         "facets": ["annotation"],
+    },
+    "run_keys": {
+        "description": "The small integer key of each run id, used for lineage on every transaction, tag "
+                       "and annotation (the enriched_transactions view shows the run ids).",
+        "columns": {"run_key": "lineage key", "run_id": _RUN_ID},
+        "sort": "run_key", "label_column": "run_id",
     },
     "rejected_rows": {
         "description": "Quarantined input rows: line, raw text and why each was rejected.",

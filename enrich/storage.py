@@ -43,7 +43,7 @@ import sqlite_utils
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 10 * 60 * 1000
 READ_CHUNK_ROWS = 500_000
 TAGS = "tags"
@@ -216,13 +216,7 @@ def _summary_view_sql(view: str, table: str, alias: str, column: str) -> str:
     GROUP BY {alias}.{column}"""
 
 
-_SCHEMA_V2: tuple[str, ...] = (
-    # Full-text index of transactions.wording. External content (the text lives once, in
-    # transactions); no per-document sizes (columnsize=0: a third cheaper to maintain, bm25
-    # ranking still works). Kept in step by the triggers below, whoever writes transactions.
-    """CREATE VIRTUAL TABLE transactions_fts USING fts5(
-        wording, content="transactions", content_rowid="id", columnsize=0,
-        tokenize="unicode61 remove_diacritics 2")""",
+_FTS_TRIGGERS: tuple[str, ...] = (
     """CREATE TRIGGER transactions_fts_insert AFTER INSERT ON transactions BEGIN
         INSERT INTO transactions_fts (rowid, wording) VALUES (new.id, new.wording);
     END""",
@@ -234,6 +228,21 @@ _SCHEMA_V2: tuple[str, ...] = (
     """CREATE TRIGGER transactions_fts_delete AFTER DELETE ON transactions BEGIN
         INSERT INTO transactions_fts (transactions_fts, rowid, wording) VALUES ('delete', old.id, old.wording);
     END""",
+)
+
+_SUMMARY_VIEWS: tuple[str, ...] = (
+    _summary_view_sql("tag_summary", "tags", "g", "tag"),
+    _summary_view_sql("annotation_summary", "annotations", "a", "annotation"),
+)
+
+_SCHEMA_V2: tuple[str, ...] = (
+    # Full-text index of transactions.wording. External content (the text lives once, in
+    # transactions); no per-document sizes (columnsize=0: a third cheaper to maintain, bm25
+    # ranking still works). Kept in step by the triggers below, whoever writes transactions.
+    """CREATE VIRTUAL TABLE transactions_fts USING fts5(
+        wording, content="transactions", content_rowid="id", columnsize=0,
+        tokenize="unicode61 remove_diacritics 2")""",
+    *_FTS_TRIGGERS,
     "INSERT INTO transactions_fts (transactions_fts) VALUES ('rebuild')",  # rows stored before version 2
     """CREATE TABLE ambiguous_wordings (
         run_id TEXT NOT NULL,
@@ -250,8 +259,7 @@ _SCHEMA_V2: tuple[str, ...] = (
     FROM transactions t
     LEFT JOIN tags g ON g.transaction_id = t.id
     LEFT JOIN annotations a ON a.transaction_id = t.id""",
-    _summary_view_sql("tag_summary", "tags", "g", "tag"),
-    _summary_view_sql("annotation_summary", "annotations", "a", "annotation"),
+    *_SUMMARY_VIEWS,
     """CREATE VIEW run_summary AS
     SELECT r.run_id, r.status, r.started_at, r.finished_at,
            ROUND((julianday(r.finished_at) - julianday(r.started_at)) * 86400, 3) AS duration_s,
@@ -283,7 +291,71 @@ _SCHEMA_V3: tuple[str, ...] = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3))
+# Version 4: compact lineage. The runs that loaded, changed, tagged and annotated a row
+# are small integer keys into run_keys instead of the run-id text ("Flow/1795327520347799",
+# about 40 bytes) on every row: half the bytes of transactions, tags and annotations, and
+# of the index that finds a run's rows. The views show the run ids as before. Existing
+# rows are carried over (the tables are rebuilt: SQLite cannot retype a column in place).
+def _lineage_key_sql(key: str, alias: str) -> str:
+    """The run id of a lineage key column, for the views."""
+    return f"(SELECT k.run_id FROM run_keys k WHERE k.run_key = {key}) AS {alias}"
+
+
+_ENRICHED_VIEW_V4 = f"""CREATE VIEW enriched_transactions AS
+    SELECT t.id, t.amount, t.amount_cents, t.wording, g.tag, a.annotation,
+           {_lineage_key_sql("t.first_run", "first_run_id")},
+           {_lineage_key_sql("t.last_changed_run", "last_changed_run_id")},
+           {_lineage_key_sql("g.run", "tag_run_id")},
+           {_lineage_key_sql("a.run", "annotation_run_id")}
+    FROM transactions t
+    LEFT JOIN tags g ON g.transaction_id = t.id
+    LEFT JOIN annotations a ON a.transaction_id = t.id"""
+
+_SCHEMA_V4: tuple[str, ...] = (
+    "CREATE TABLE run_keys (run_key INTEGER PRIMARY KEY, run_id TEXT NOT NULL UNIQUE)",
+    """INSERT OR IGNORE INTO run_keys (run_id)
+        SELECT first_run_id FROM transactions UNION SELECT last_changed_run_id FROM transactions
+        UNION SELECT run_id FROM tags UNION SELECT run_id FROM annotations""",
+    "DROP VIEW enriched_transactions", "DROP VIEW tag_summary", "DROP VIEW annotation_summary",
+    "DROP TRIGGER transactions_fts_insert", "DROP TRIGGER transactions_fts_update",
+    "DROP TRIGGER transactions_fts_delete",
+    """CREATE TABLE transactions_v4 (
+        id INTEGER PRIMARY KEY,
+        amount_cents INTEGER NOT NULL,
+        amount REAL GENERATED ALWAYS AS (amount_cents / 100.0) VIRTUAL,
+        wording TEXT NOT NULL,
+        first_run INTEGER NOT NULL REFERENCES run_keys(run_key),
+        last_changed_run INTEGER NOT NULL REFERENCES run_keys(run_key)
+    )""",
+    """INSERT INTO transactions_v4 (id, amount_cents, wording, first_run, last_changed_run)
+        SELECT t.id, t.amount_cents, t.wording, f.run_key, c.run_key FROM transactions t
+        JOIN run_keys f ON f.run_id = t.first_run_id JOIN run_keys c ON c.run_id = t.last_changed_run_id
+        ORDER BY t.id""",
+    *(f"""CREATE TABLE {table}_v4 (
+        transaction_id INTEGER PRIMARY KEY REFERENCES transactions(id),
+        {value} TEXT NOT NULL,
+        run INTEGER NOT NULL REFERENCES run_keys(run_key)
+    )""" for table, value in (("tags", "tag"), ("annotations", "annotation"))),
+    *(f"""INSERT INTO {table}_v4 (transaction_id, {value}, run)
+        SELECT x.transaction_id, x.{value}, k.run_key FROM {table} x JOIN run_keys k ON k.run_id = x.run_id
+        ORDER BY x.transaction_id""" for table, value in (("tags", "tag"), ("annotations", "annotation"))),
+    "DROP TABLE annotations", "DROP TABLE tags", "DROP TABLE transactions",
+    "ALTER TABLE transactions_v4 RENAME TO transactions",
+    "ALTER TABLE tags_v4 RENAME TO tags",
+    "ALTER TABLE annotations_v4 RENAME TO annotations",
+    "CREATE INDEX transactions_last_changed_run ON transactions(last_changed_run)",
+    "CREATE INDEX tags_tag ON tags(tag)",
+    "CREATE INDEX annotations_annotation ON annotations(annotation)",
+    *_FTS_TRIGGERS,
+    _ENRICHED_VIEW_V4,
+    *_SUMMARY_VIEWS,
+)
+#: Migrations that rebuild tables: run with foreign-key enforcement off (SQLite's
+#: documented procedure for changing a table's columns; the rows are copied as they are).
+_REBUILDING_MIGRATIONS = frozenset({4})
+
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3),
+                                                       (4, _SCHEMA_V4))
 
 
 # Two copies of SQLite in one process must never have the same file open at once: POSIX
@@ -369,13 +441,20 @@ def migrate(db: sqlite_utils.Database) -> None:
     for version, statements in sorted(MIGRATIONS):
         if version in applied:
             continue
-        with write_transaction(db):
-            db.execute("CREATE TABLE IF NOT EXISTS schema_version "
-                       "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
-            for statement in statements:
-                db.execute(statement)
-            db.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
-                       (version, utc_now()))
+        rebuilding = version in _REBUILDING_MIGRATIONS
+        if rebuilding:
+            db.execute("PRAGMA foreign_keys = OFF")  # (outside a transaction, or SQLite ignores it)
+        try:
+            with write_transaction(db):
+                db.execute("CREATE TABLE IF NOT EXISTS schema_version "
+                           "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+                for statement in statements:
+                    db.execute(statement)
+                db.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                           (version, utc_now()))
+        finally:
+            if rebuilding:
+                db.execute("PRAGMA foreign_keys = ON")
         logger.info("database schema migrated to version %d", version)
 
 
@@ -542,7 +621,7 @@ def load_batch(database: str | Path, run_id: str, chunks: Iterable) -> LoadStats
             conflicts = _reject_conflicting_duplicates(bulk)
         rows_loaded, in_file = bulk.row(_batch_totals_sql())
         existing = bulk.scalar(_count_existing_sql()) if bulk.scalar(_any_transaction_sql()) else 0
-        bulk.execute(_upsert_batch_sql(in_id_order=ascending.strictly), (run_id, run_id))
+        bulk.execute(_upsert_batch_sql(in_id_order=ascending.strictly), (_run_key(bulk, run_id),))
         changed = bulk.scalar("SELECT changes()")
         stored = bulk.scalar(_stored_total_sql())
         bulk.execute("DELETE FROM rejected_rows WHERE run_id = ?", (run_id,))
@@ -645,14 +724,25 @@ def _upsert_batch_sql(in_id_order: bool = False) -> str:
     # in id order, so that the primary-key b-tree is appended to rather than split at random
     # (staging is in file order: already the id order when ids are ascending)
     order = " WHERE true" if in_id_order else " ORDER BY id"  # (WHERE: SQLite's upsert parsing rule)
-    return f"""INSERT INTO transactions (id, amount_cents, wording, first_run_id, last_changed_run_id)
-        SELECT id, amount_cents, wording, ?1, ?2 FROM temp.staging{order}
+    return f"""INSERT INTO transactions (id, amount_cents, wording, first_run, last_changed_run)
+        SELECT id, amount_cents, wording, ?1, ?1 FROM temp.staging{order}
         ON CONFLICT (id) DO UPDATE SET
             amount_cents = excluded.amount_cents,
             wording = excluded.wording,
-            last_changed_run_id = excluded.last_changed_run_id
+            last_changed_run = excluded.last_changed_run
         WHERE transactions.amount_cents != excluded.amount_cents
            OR transactions.wording != excluded.wording"""
+
+
+def _run_key(bulk: _BulkCursor, run_id: str) -> int:
+    """The lineage key of ``run_id`` (see version 4 of the schema), created on first use."""
+    bulk.execute("INSERT OR IGNORE INTO run_keys (run_id) VALUES (?)", (run_id,))
+    return int(bulk.scalar("SELECT run_key FROM run_keys WHERE run_id = ?", (run_id,)))
+
+
+def _keys_of_runs_sql(count: int) -> str:
+    """The lineage keys of ``count`` run ids (bound as parameters)."""
+    return f"SELECT run_key FROM run_keys WHERE run_id IN ({', '.join('?' for _ in range(count))})"
 
 
 def _stored_total_sql() -> str:
@@ -703,8 +793,7 @@ def _select_transactions_sql(columns: Sequence[str], runs: Sequence[str] | None)
     select = f"SELECT {', '.join(columns)} FROM transactions"
     if runs is None:
         return select + " ORDER BY id", []
-    marks = ", ".join("?" for _ in runs)
-    return select + f" WHERE last_changed_run_id IN ({marks}) ORDER BY id", list(runs)
+    return select + f" WHERE last_changed_run IN ({_keys_of_runs_sql(len(runs))}) ORDER BY id", list(runs)
 
 
 _ENRICHMENT_TABLES = {TAGS: ("tags", "tag"), ANNOTATIONS: ("annotations", "annotation")}
@@ -758,14 +847,14 @@ def publish(database: str | Path, kind: str, run_id: str, frames: Iterable[pd.Da
     table's fingerprint when the rows were derived; a table changed since is refused.
     """
     table, value = _ENRICHMENT_TABLES[kind]
-    schema = pa.schema([("transaction_id", pa.int64()), (value, pa.large_string()), ("run_id", pa.large_string())])
-    written = 0
+    schema = pa.schema([("transaction_id", pa.int64()), (value, pa.large_string()), ("run", pa.int64())])
+    written, run_key = 0, None
 
     def batches() -> Iterator[pa.RecordBatch]:
         nonlocal written
         for frame in frames:
             written += len(frame)
-            yield pa.RecordBatch.from_pandas(frame[["transaction_id", value]].assign(run_id=run_id),
+            yield pa.RecordBatch.from_pandas(frame[["transaction_id", value]].assign(run=run_key),
                                              schema=schema, preserve_index=False)
 
     with bulk_connection(database) as bulk, _bulk_transaction(bulk):
@@ -773,13 +862,13 @@ def publish(database: str | Path, kind: str, run_id: str, frames: Iterable[pd.Da
                 _fingerprint(_fetch_all(bulk, _fingerprint_sql(kind))) != expected_fingerprint:
             raise ConcurrentModification(f"{database}: the {table} table changed since its rows were derived; "
                                          "the step's retry derives them again")
+        run_key = _run_key(bulk, run_id)
         before = bulk.scalar(f"SELECT COUNT(*) FROM {table}")
         if covered_runs is None:
             bulk.execute(f"DELETE FROM {table}")
         elif covered_runs:
-            marks = ", ".join("?" for _ in covered_runs)
-            bulk.execute(f"DELETE FROM {table} WHERE transaction_id IN "
-                         f"(SELECT id FROM transactions WHERE last_changed_run_id IN ({marks}))", covered_runs)
+            bulk.execute(f"DELETE FROM {table} WHERE transaction_id IN (SELECT id FROM transactions "
+                         f"WHERE last_changed_run IN ({_keys_of_runs_sql(len(covered_runs))}))", covered_runs)
         removed = before - bulk.scalar(f"SELECT COUNT(*) FROM {table}")
         bulk.ingest(table, pa.RecordBatchReader.from_batches(schema, batches()))
         if covered_runs is None:
@@ -1379,10 +1468,11 @@ def unannotated_transactions_sql() -> str:
     Every run's ``annotations_complete`` check proves, over the whole database, that
     none is missing. So while the latest verdict is a pass, only rows loaded since
     (those of runs whose annotations are still pending) can lack one, and only they
-    are looked at, through the index on last_changed_run_id. When the latest verdict
+    are looked at, through the index on last_changed_run. When the latest verdict
     is a failure (or no run checked yet), the whole table is searched.
     """
-    columns = "t.id, t.amount, t.wording, t.first_run_id, t.last_changed_run_id"
+    columns = (f"t.id, t.amount, t.wording, {_lineage_key_sql('t.first_run', 'first_run_id')}, "
+               f"{_lineage_key_sql('t.last_changed_run', 'last_changed_run_id')}")
     missing = ("t.amount_cents != 0 AND NOT EXISTS "
                "(SELECT 1 FROM annotations a WHERE a.transaction_id = t.id)")
     verdict = _annotations_verdict_sql()
@@ -1391,7 +1481,8 @@ def unannotated_transactions_sql() -> str:
     # would be tested once per row of transactions
     return f"""SELECT {columns}, 'pending run' AS searched
         FROM (SELECT 1 WHERE {verdict} IS 1) AS verdict_passed CROSS JOIN transactions t
-        WHERE t.last_changed_run_id IN (SELECT run_id FROM pending_enrichment WHERE kind = 'annotations')
+        WHERE t.last_changed_run IN (SELECT k.run_key FROM run_keys k
+                                     JOIN pending_enrichment p ON p.run_id = k.run_id AND p.kind = 'annotations')
           AND {missing}
         UNION ALL
         SELECT {columns}, 'whole table' AS searched

@@ -71,8 +71,8 @@ def load(db, rows):
 
 def test_annotation_completeness_catches_missing_wrong_and_unexpected(store):
     load(store.path, [(2, 1, 100, "a"), (3, 2, -100, "b"), (4, 3, 0, "c"), (5, 4, 40000, "d")])
-    store.rows("INSERT INTO annotations VALUES (1, 'SALE', 'F/1'), (2, 'EXPENSE', 'F/1'), "
-                     "(3, 'SALE', 'F/1')")
+    store.rows("INSERT INTO annotations VALUES (1, 'SALE', 1), (2, 'EXPENSE', 1), "
+                     "(3, 'SALE', 1)")
     found = store(storage.annotation_discrepancies)
     assert (found["missing"], found["wrong"], found["unexpected"]) == (1, 1, 1)
     result = checks.check_annotations_complete(found)
@@ -81,14 +81,14 @@ def test_annotation_completeness_catches_missing_wrong_and_unexpected(store):
 
 def test_annotation_completeness_passes_when_exact(store):
     load(store.path, [(2, 1, 30000, "a"), (3, 2, 30001, "b"), (4, 3, -20000, "c"), (5, 4, -20001, "d"), (6, 5, 0, "e")])
-    store.rows("INSERT INTO annotations VALUES (1, 'SALE', 'F/1'), (2, 'LARGE SALE', 'F/1'), "
-                     "(3, 'SMALL EXPENSE', 'F/1'), (4, 'EXPENSE', 'F/1')")
+    store.rows("INSERT INTO annotations VALUES (1, 'SALE', 1), (2, 'LARGE SALE', 1), "
+                     "(3, 'SMALL EXPENSE', 1), (4, 'EXPENSE', 1)")
     assert checks.check_annotations_complete(store(storage.annotation_discrepancies)).passed
 
 
 def test_tag_completeness_catches_missing_stale_and_wrong(store):
     load(store.path, [(2, 1, 1, "TOTO"), (3, 2, 1, "nothing"), (4, 3, 1, "TATA"), (5, 4, 1, "TUTU")])
-    store.rows("INSERT INTO tags VALUES (2, 'TOTO', 'F/1'), (3, 'TOTO', 'F/1'), (4, 'TUTU', 'F/1')")
+    store.rows("INSERT INTO tags VALUES (2, 'TOTO', 1), (3, 'TOTO', 1), (4, 'TUTU', 1)")
     tags = build_tag_list(["TATA", "TOTO", "TUTU", "TAXI"])
     found = store(lambda db: checks.tag_discrepancies(storage.iter_stored_tags(db, chunk_rows=2), tags))
     assert found == {"missing": 1, "stale": 1, "wrong": 1, "checked": 4}
@@ -99,7 +99,7 @@ def test_referential_integrity(store):
     load(store.path, [(2, 1, 1, "TOTO")])
     assert checks.check_referential_integrity(store(storage.orphan_counts)).passed
     store(lambda db: (db.execute("PRAGMA foreign_keys = OFF"),
-                      db.execute("INSERT INTO tags VALUES (99, 'TOTO', 'F/1')")))
+                      db.execute("INSERT INTO tags VALUES (99, 'TOTO', 1)")))
     result = checks.check_referential_integrity(store(storage.orphan_counts))
     assert not result.passed and "1 tags" in result.message
 

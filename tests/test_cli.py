@@ -151,8 +151,8 @@ WRITER = """
 import sqlite3, sys
 conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
 conn.execute("BEGIN IMMEDIATE")
-conn.execute("INSERT INTO transactions (id, amount_cents, wording, first_run_id, last_changed_run_id) "
-             "SELECT id + 1000000, amount_cents, wording, 'W/1', 'W/1' FROM transactions")
+conn.execute("INSERT INTO transactions (id, amount_cents, wording, first_run, last_changed_run) "
+             "SELECT id + 1000000, amount_cents, wording, first_run, first_run FROM transactions")
 print("written, not committed", flush=True)
 sys.stdin.readline()
 conn.execute("COMMIT")
@@ -189,8 +189,9 @@ def test_backups_taken_while_commits_keep_landing_are_each_a_committed_state(flo
         while not stop.is_set():
             batch += 1
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT INTO transactions (id, amount_cents, wording, first_run_id, last_changed_run_id) "
-                         "SELECT value, 100, 'TAXI concurrent', 'W/2', 'W/2' FROM json_each(?)",
+            conn.execute("INSERT INTO transactions (id, amount_cents, wording, first_run, last_changed_run) "
+                         "SELECT value, 100, 'TAXI concurrent', (SELECT MIN(run_key) FROM run_keys), "
+                         "(SELECT MIN(run_key) FROM run_keys) FROM json_each(?)",
                          (json.dumps(list(range(10_000_000 + batch * 500, 10_000_000 + batch * 500 + 500))),))
             conn.execute("COMMIT")
             committed.append(batch)

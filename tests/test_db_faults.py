@@ -243,7 +243,12 @@ def test_an_older_schema_is_migrated_up_with_its_data_kept(db_path):
         assert "run_lock" in db.table_names()
         assert [tuple(r) for r in db.execute("SELECT id, amount_cents, amount, wording FROM transactions")] == [
             (1, -28366, -283.66, "PRLV CE PROVENCE")]
-        assert [tuple(r) for r in db.execute("SELECT * FROM tags")] == [(1, "TATA", "F/1")]
+        # version 4 rebuilt the tables with integer lineage keys: the run ids are carried over
+        assert [tuple(r) for r in db.execute(
+            "SELECT id, tag, first_run_id, last_changed_run_id, tag_run_id FROM enriched_transactions")] == [
+            (1, "TATA", "F/1", "F/1", "F/1")]
+        assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert [r[0] for r in db.execute("SELECT rowid FROM transactions_fts WHERE transactions_fts MATCH 'provence'")] == [1]
     finally:
         db.close()
     runlock.hold(db_path, f"{FLOW}/2", "bob", pid=os.getpid())  # the new table works

@@ -57,7 +57,7 @@ def test_a_file_that_is_not_sqlite_is_explained(tmp_path):
 def test_amount_is_stored_in_cents_with_a_display_column(store):
     storage.load_batch(store.path, "F/1", [chunk([(2, 1, -28366, "PRLV")])])
     assert store.rows("SELECT id, amount_cents, amount, wording, first_run_id, last_changed_run_id "
-                          "FROM transactions") == [(1, -28366, -283.66, "PRLV", "F/1", "F/1")]
+                          "FROM enriched_transactions") == [(1, -28366, -283.66, "PRLV", "F/1", "F/1")]
 
 
 def test_load_counts_and_upsert(store):
@@ -65,12 +65,12 @@ def test_load_counts_and_upsert(store):
     assert (first.rows_read, first.rows_loaded, first.rows_new, first.rows_updated) == (2, 2, 2, 0)
     again = storage.load_batch(store.path, "F/2", [chunk([(2, 1, 100, "a"), (3, 2, 200, "b")])])
     assert (again.rows_new, again.rows_updated, again.rows_unchanged) == (0, 0, 2)
-    assert store.rows("SELECT id, last_changed_run_id FROM transactions") == [(1, "F/1"), (2, "F/1")]
+    assert store.rows("SELECT id, last_changed_run_id FROM enriched_transactions") == [(1, "F/1"), (2, "F/1")]
     assert store(storage.pending_runs, storage.TAGS) == ("F/1",)  # the unchanged batch F/2 left nothing to derive
     changed = storage.load_batch(store.path, "F/3", [chunk([(2, 1, 100, "a"), (3, 2, 250, "b"),
                                                          (4, 3, 1, "c")])])
     assert (changed.rows_new, changed.rows_updated, changed.rows_unchanged) == (1, 1, 1)
-    assert store.rows("SELECT id, amount_cents, first_run_id, last_changed_run_id FROM transactions") == [
+    assert store.rows("SELECT id, amount_cents, first_run_id, last_changed_run_id FROM enriched_transactions") == [
         (1, 100, "F/1", "F/1"), (2, 250, "F/1", "F/3"), (3, 1, "F/3", "F/3")]
 
 
@@ -128,7 +128,7 @@ def test_publish_replaces_rows_of_covered_runs_and_clears_them(store):
     storage.load_batch(store.path, "F/2", [chunk([(2, 1, 100, "TOTO"), (3, 2, 100, "nothing")])])
     stats = storage.publish(store.path, storage.TAGS, "F/2", [tags.iloc[:0]], ("F/2",))
     assert stats.removed == 1 and stats.written == 0
-    assert store.rows("SELECT transaction_id, tag, run_id FROM tags") == [(1, "TOTO", "F/1")]
+    assert store.rows("SELECT id, tag, tag_run_id FROM enriched_transactions WHERE tag IS NOT NULL") == [(1, "TOTO", "F/1")]
 
 
 def test_publish_is_all_or_nothing(store):
@@ -147,7 +147,7 @@ def test_publish_everything_replaces_the_whole_table(store):
                     [pd.DataFrame({"transaction_id": [1, 2], "tag": ["TOTO", "TATA"]})], None)
     storage.publish(store.path, storage.TAGS, "F/2",
                     [pd.DataFrame({"transaction_id": [2], "tag": ["TATA"]})], None)
-    assert store.rows("SELECT transaction_id, run_id FROM tags") == [(2, "F/2")]
+    assert store.rows("SELECT id, tag_run_id FROM enriched_transactions WHERE tag IS NOT NULL") == [(2, "F/2")]
 
 
 def test_iter_transactions_by_runs_in_chunks(store):

@@ -27,7 +27,6 @@ algorithm in Python, once per distinct wording, using Python's own Unicode table
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import re
@@ -63,14 +62,9 @@ def normalize_text(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text)
     if decomposed.isascii():
         return decomposed.lower()
-    return _combining_marks().sub("", decomposed).casefold()
-
-
-@functools.cache
-def _combining_marks() -> re.Pattern[str]:
-    """Every character of Unicode categories Mn, Mc, Me (Python's tables), as one regex class."""
-    marks = [chr(code) for code in range(0x110000) if unicodedata.category(chr(code)).startswith("M")]
-    return re.compile("[" + "".join(re.escape(mark) for mark in marks) + "]+")
+    # character by character: only the rare wordings Arrow's kernels do not normalize come here
+    # (a regex class of every mark would cost a second to build in each process)
+    return "".join(char for char in decomposed if unicodedata.category(char)[0] != "M").casefold()
 
 
 def split_pieces(normalized: str) -> list[str]:

@@ -233,9 +233,7 @@ def run_checks(settings: RunSettings | None, load_stats: storage.LoadStats | Non
     """Run every data check after publishing and store the verdicts (and anomalies) in the ledger."""
     if settings is None:
         return []
-    amounts = pd.concat(list(storage.iter_transactions(settings.database, ["id", "amount_cents"],
-                                                       [settings.run_id])) or
-                        [pd.DataFrame({"id": [], "amount_cents": []})])
+    amounts = storage.transaction_amounts(settings.database, [settings.run_id])
     with open_database(settings.database) as db:
         history = storage.recent_runs(db, settings.run_id, limits.history_runs)
         results = []

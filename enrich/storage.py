@@ -789,6 +789,19 @@ def iter_transactions(database: str | Path, columns: Sequence[str],
             yield buffered.to_pandas()
 
 
+def transaction_amounts(database: str | Path, runs: Sequence[str]) -> pd.DataFrame:
+    """``id`` and ``amount_cents`` of the transactions last changed by one of ``runs``, in one read.
+
+    For the amount-outlier check, whose median needs every amount at once (16 bytes a row).
+    """
+    sql, params = _select_transactions_sql(["id", "amount_cents"], runs)
+    if not runs:
+        return pd.DataFrame({"id": pd.Series([], dtype="int64"), "amount_cents": pd.Series([], dtype="int64")})
+    with bulk_connection(database) as bulk:
+        table = bulk.batches(sql.removesuffix(" ORDER BY id"), params).read_all()
+    return table.cast(pa.schema([("id", pa.int64()), ("amount_cents", pa.int64())])).to_pandas()
+
+
 def _select_transactions_sql(columns: Sequence[str], runs: Sequence[str] | None) -> tuple[str, list[str]]:
     select = f"SELECT {', '.join(columns)} FROM transactions"
     if runs is None:

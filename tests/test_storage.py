@@ -224,3 +224,12 @@ def test_one_process_never_opens_a_file_through_both_sqlite_libraries(store):
         storage.connect(store.path)
     frames.close()
     storage.connect(store.path).close()  # fine again once the bulk connection closed
+
+
+def test_transaction_amounts_of_runs(store):
+    storage.load_batch(store.path, "F/1", [chunk([(2, 1, -500, "a"), (3, 2, 700, "b")])])
+    storage.load_batch(store.path, "F/2", [chunk([(2, 1, -500, "a"), (3, 2, 701, "b"), (4, 3, 9, "c")])])
+    amounts = storage.transaction_amounts(store.path, ["F/2"])
+    assert sorted(map(tuple, amounts[["id", "amount_cents"]].to_numpy().tolist())) == [(2, 701), (3, 9)]
+    assert storage.transaction_amounts(store.path, ["F/1"])["id"].tolist() == [1]
+    assert storage.transaction_amounts(store.path, []).empty

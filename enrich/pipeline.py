@@ -101,7 +101,7 @@ class Derived:
     """The result of a derive stage: where the rows are and which runs they cover."""
 
     kind: str
-    path: str
+    path: str | None  # the scratch file of the derived rows (None: derived inside the database)
     covered_runs: tuple[str, ...] | None  # None: every stored transaction was re-derived
     rows: int
     counts: dict[str, int] = field(default_factory=dict)  # ledger figures (runs columns)
@@ -113,21 +113,10 @@ class Derived:
     table_fingerprint: str | None = None
 
 
-@dataclass(frozen=True)
-class _Rule:
-    columns: tuple[str, ...]
-    schema: pa.Schema
-    fingerprint_key: str
-
-
-_RULES = {
-    storage.TAGS: _Rule(("id", "wording"),
-                        pa.schema([("transaction_id", pa.int64()), ("tag", pa.string())]),
-                        "tags_fingerprint"),
-    storage.ANNOTATIONS: _Rule(("id", "amount_cents"),
-                               pa.schema([("transaction_id", pa.int64()), ("annotation", pa.string())]),
-                               "annotation_rules_fingerprint"),
-}
+#: The enrichment_state key of the rules last applied, per kind (a change re-derives every row).
+_RULES_KEYS = {storage.TAGS: "tags_fingerprint", storage.ANNOTATIONS: "annotation_rules_fingerprint"}
+_TAG_COLUMNS = ("id", "wording")
+_TAG_SCHEMA = pa.schema([("transaction_id", pa.int64()), ("tag", pa.string())])
 
 ANNOTATION_RULES_FINGERPRINT = hashlib.sha256(repr(annotation.RULES).encode()).hexdigest()
 
@@ -150,30 +139,44 @@ def derive_tags(settings: RunSettings) -> Derived:
     return derived
 
 
-def derive_annotations(settings: RunSettings) -> Derived:
-    """Annotate every transaction that needs it (see :func:`_derive`)."""
+def annotate_in_database(settings: RunSettings) -> tuple[Derived, storage.PublishStats]:
+    """Annotate every transaction that needs it (the scope as in :func:`_derive`) inside the
+    database, in one transaction: the rules are a pure function of the amount, so they run as
+    SQL over the stored rows (:func:`storage.annotate_in_place`) instead of a round trip
+    through Python."""
+    scope = _scope(settings, storage.ANNOTATIONS, ANNOTATION_RULES_FINGERPRINT)
+    state = {_RULES_KEYS[storage.ANNOTATIONS]: ANNOTATION_RULES_FINGERPRINT}
+    if scope.covered == ():
+        logger.info("annotations: nothing pending, nothing to write")
+        stats, classes = storage.PublishStats(written=0, removed=0, pending_runs=()), {}
+    else:
+        stats, classes = storage.annotate_in_place(settings.database, settings.run_id, scope.covered, state,
+                                                   expected_fingerprint=scope.table_fingerprint)
+    zero = classes.pop(None, 0)
+    counts = {"annotated": sum(classes.values()), "zero_amount": zero}
+    logger.info("annotations: %d rows, %s, covering %s", stats.written, counts, scope.describe())
+    return Derived(kind=storage.ANNOTATIONS, path=None, covered_runs=scope.covered, rows=stats.written,
+                   counts=counts, distribution={**classes, "ZERO": zero}, state=state,
+                   repaired=scope.repaired, table_fingerprint=scope.table_fingerprint), stats
 
-    def compute(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-        result = annotation.annotate_frame(frame)
-        classes = result["annotation"].value_counts().to_dict()
-        return result, {"annotated": len(result), "zero_amount": annotation.count_zero_amounts(frame),
-                        **{f"class:{label}": int(n) for label, n in classes.items()}}
 
-    return _derive(settings, storage.ANNOTATIONS, ANNOTATION_RULES_FINGERPRINT, compute)
+@dataclass(frozen=True)
+class _Scope:
+    """Which transactions a derive stage covers, and why."""
+
+    covered: tuple[str, ...] | None  # the pending runs; None: every stored transaction
+    repaired: dict[str, int]  # what was wrong in the table, when it was changed outside the pipeline
+    table_fingerprint: str
+
+    def describe(self) -> str:
+        return "every transaction" if self.covered is None else f"runs {list(self.covered)}"
 
 
-def _derive(settings: RunSettings, kind: str, fingerprint: str,
-            compute: Callable[[pd.DataFrame], tuple[pd.DataFrame, dict[str, int]]]) -> Derived:
-    """Re-derive ``kind`` for the rows of every pending run, or for all rows when the rules changed.
-
-    Reads the transactions from the database chunk by chunk and streams the
-    result to a Parquet file; nothing is written to the database here.
-    """
-    rule = _RULES[kind]
-    counts: Counter[str] = Counter()
-    path = settings.work_dir / f"{kind}.parquet"
+def _scope(settings: RunSettings, kind: str, fingerprint: str) -> _Scope:
+    """Every transaction when the rules changed or the table was changed outside the pipeline
+    (then repaired), else the rows of the runs still pending for ``kind``."""
     with open_database(settings.database) as db:
-        rules_changed = storage.get_state(db, rule.fingerprint_key) != fingerprint
+        rules_changed = storage.get_state(db, _RULES_KEYS[kind]) != fingerprint
         current, recorded = storage.table_fingerprint(db, kind)
         changed_outside = recorded is not None and current != recorded
         repaired = _discrepancies(db, kind, settings.tag_list) if changed_outside else {}
@@ -183,27 +186,34 @@ def _derive(settings: RunSettings, kind: str, fingerprint: str,
                      "re-deriving every transaction to repair it", kind, repaired)
     elif rules_changed:
         logger.info("%s rules differ from those last applied: re-deriving every transaction", kind)
+    return _Scope(covered, {k: v for k, v in repaired.items() if k != "checked" and v}, current)
+
+
+def _derive(settings: RunSettings, kind: str, fingerprint: str,
+            compute: Callable[[pd.DataFrame], tuple[pd.DataFrame, dict[str, int]]]) -> Derived:
+    """Re-derive ``kind`` (tags) for the rows of every pending run, or for all rows when the rules
+    changed (see :func:`_scope`).
+
+    Reads the transactions from the database chunk by chunk and streams the
+    result to a Parquet file; nothing is written to the database here.
+    """
+    counts: Counter[str] = Counter()
+    path = settings.work_dir / f"{kind}.parquet"
+    scope = _scope(settings, kind, fingerprint)
 
     def results() -> Iterator[pd.DataFrame]:
         progress = Progress(f"derive {kind}")
-        for frame in storage.iter_transactions(settings.database, rule.columns, covered):
+        for frame in storage.iter_transactions(settings.database, _TAG_COLUMNS, scope.covered):
             result, stats = compute(frame)
             counts.update(stats)
             progress.add(len(frame))
             yield result
 
-    rows = scratch.write_frames(path, results(), rule.schema)
-    logger.info("derived %s: %d rows, %s, covering %s", kind, rows, dict(counts),
-                "every transaction" if covered is None else f"runs {list(covered)}")
-    figures = {k: v for k, v in counts.items() if not k.startswith("class:")}
-    if kind == storage.TAGS:
-        shares = dict(figures)
-    else:
-        shares = {k.removeprefix("class:"): v for k, v in counts.items() if k.startswith("class:")}
-        shares["ZERO"] = counts.get("zero_amount", 0)
-    return Derived(kind=kind, path=str(path), covered_runs=covered, rows=rows, counts=figures,
-                   distribution=shares, state={rule.fingerprint_key: fingerprint},
-                   repaired={k: v for k, v in repaired.items() if k != "checked" and v}, table_fingerprint=current)
+    rows = scratch.write_frames(path, results(), _TAG_SCHEMA)
+    logger.info("derived %s: %d rows, %s, covering %s", kind, rows, dict(counts), scope.describe())
+    return Derived(kind=kind, path=str(path), covered_runs=scope.covered, rows=rows, counts=dict(counts),
+                   distribution=dict(counts), state={_RULES_KEYS[kind]: fingerprint},
+                   repaired=scope.repaired, table_fingerprint=scope.table_fingerprint)
 
 
 def _discrepancies(db: sqlite_utils.Database, kind: str, tags: tagging.TagList) -> dict[str, int]:
@@ -280,7 +290,7 @@ def _check_tags(db: sqlite_utils.Database, tags: tagging.TagList) -> checks.Chec
     """
     current, recorded = storage.table_fingerprint(db, storage.TAGS)
     pending = storage.pending_runs(db, storage.TAGS)
-    rules_applied = storage.get_state(db, _RULES[storage.TAGS].fingerprint_key) == tags.fingerprint
+    rules_applied = storage.get_state(db, _RULES_KEYS[storage.TAGS]) == tags.fingerprint
     if current == recorded and not pending and rules_applied:
         return checks.check_tags_complete({"checked": storage.table_counts(db)["transactions"]},
                                           method="tags table unchanged since tagged at publish")

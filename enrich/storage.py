@@ -884,18 +884,72 @@ def publish(database: str | Path, kind: str, run_id: str, frames: Iterable[pd.Da
                          f"WHERE last_changed_run IN ({_keys_of_runs_sql(len(covered_runs))}))", covered_runs)
         removed = before - bulk.scalar(f"SELECT COUNT(*) FROM {table}")
         bulk.ingest(table, pa.RecordBatchReader.from_batches(schema, batches()))
-        if covered_runs is None:
-            bulk.execute("DELETE FROM pending_enrichment WHERE kind = ?", (kind,))
-        for run in covered_runs or ():
-            bulk.execute("DELETE FROM pending_enrichment WHERE kind = ? AND run_id = ?", (kind, run))
-        state = {**(state or {}), fingerprint_key(kind): _fingerprint(_fetch_all(bulk, _fingerprint_sql(kind)))}
-        for key, val in state.items():
-            bulk.execute("INSERT INTO enrichment_state (key, value) VALUES (?, ?) "
-                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, val))
+        _finish_publish(bulk, kind, covered_runs, state)
     stats = PublishStats(written=written, removed=removed,
                          pending_runs=tuple(covered_runs) if covered_runs is not None else ())
     logger.info("published %s: %d rows written, %d old rows replaced", kind, written, removed)
     return stats
+
+
+def annotate_in_place(database: str | Path, run_id: str, covered_runs: Sequence[str] | None,
+                      state: dict[str, str] | None = None,
+                      expected_fingerprint: str | None = None) -> tuple[PublishStats, dict[str, int]]:
+    """Derive and replace the annotations of the covered transactions inside SQLite, in one transaction.
+
+    The annotation rules are a pure function of the stored amount, so they run as
+    SQL (:func:`annotation_case_sql`, generated from :data:`enrich.annotation.RULES`)
+    over the rows in place: nothing is read out or written back row by row.
+    ``covered_runs``, ``state`` and ``expected_fingerprint`` as for :func:`publish`.
+    Returns what was written and the count per annotation class, ``None`` for a zero amount.
+    """
+    scope = ("true" if covered_runs is None else
+             f"last_changed_run IN ({_keys_of_runs_sql(len(covered_runs))})")
+    params = list(covered_runs or ())
+    with bulk_connection(database) as bulk, _bulk_transaction(bulk):
+        if expected_fingerprint is not None and \
+                _fingerprint(_fetch_all(bulk, _fingerprint_sql(ANNOTATIONS))) != expected_fingerprint:
+            raise ConcurrentModification(f"{database}: the annotations table changed since the step read it; "
+                                         "the step's retry derives the annotations again")
+        run_key = _run_key(bulk, run_id)
+        bulk.execute(_annotation_classes_sql(scope), params)
+        classes = {label: int(count) for label, count in bulk.cursor.fetchall()}
+        before = bulk.scalar("SELECT COUNT(*) FROM annotations")
+        bulk.execute("DELETE FROM annotations" if covered_runs is None else
+                     f"DELETE FROM annotations WHERE transaction_id IN (SELECT id FROM transactions WHERE {scope})",
+                     params)
+        removed = before - bulk.scalar("SELECT COUNT(*) FROM annotations")
+        bulk.execute(_annotate_sql(scope), [run_key, *params])
+        written = int(bulk.scalar("SELECT changes()"))
+        _finish_publish(bulk, ANNOTATIONS, covered_runs, state)
+    stats = PublishStats(written=written, removed=removed,
+                         pending_runs=tuple(covered_runs) if covered_runs is not None else ())
+    logger.info("annotated in place: %d rows written, %d old rows replaced", written, removed)
+    return stats, classes
+
+
+def _annotation_classes_sql(scope: str) -> str:
+    return (f"SELECT {annotation_case_sql()} AS annotation, COUNT(*) FROM transactions "
+            f"WHERE {scope} GROUP BY 1")
+
+
+def _annotate_sql(scope: str) -> str:
+    """Annotations of the transactions in ``scope`` (zero amounts get none); ?1 is the run key."""
+    return (f"INSERT INTO annotations (transaction_id, annotation, run) "
+            f"SELECT id, {annotation_case_sql()}, ?1 FROM transactions "
+            f"WHERE amount_cents != 0 AND {scope} ORDER BY id")  # (a plain ? after ?1 is ?2, ?3...)
+
+
+def _finish_publish(bulk: _BulkCursor, kind: str, covered_runs: Sequence[str] | None,
+                    state: dict[str, str] | None) -> None:
+    """Clear the covered runs from pending_enrichment, save ``state`` and the table's new fingerprint."""
+    if covered_runs is None:
+        bulk.execute("DELETE FROM pending_enrichment WHERE kind = ?", (kind,))
+    for run in covered_runs or ():
+        bulk.execute("DELETE FROM pending_enrichment WHERE kind = ? AND run_id = ?", (kind, run))
+    state = {**(state or {}), fingerprint_key(kind): _fingerprint(_fetch_all(bulk, _fingerprint_sql(kind)))}
+    for key, val in state.items():
+        bulk.execute("INSERT INTO enrichment_state (key, value) VALUES (?, ?) "
+                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, val))
 
 
 # --------------------------------------------------------------------------- ledger

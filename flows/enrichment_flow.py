@@ -32,9 +32,10 @@ class TransactionEnrichmentFlow(FlowSpec):
       1. start: resolve the parameters, validate the tag list, open the database and the run ledger.
       2. ingest: parse and validate the CSV; load valid rows (upsert by id) and quarantine bad ones
          in rejected_rows, as one transaction.
-      3. tag_transactions and annotate_transactions, in parallel: derive the tags and annotations
-         of new and changed rows, reading them from the database, then publish each result in one
-         transaction; the branches are independent, a failure in one never stops the other.
+      3. tag_transactions and annotate_transactions, in parallel: derive the tags (read from the
+         database, tagged in pandas) and the annotations (in SQL, in place) of new and changed rows,
+         and publish each result in one transaction; the branches are independent, a failure in one
+         never stops the other.
       4. join: gather both branches, then run the data checks over the whole database
          (accounting, control total, completeness, integrity, reject ratio, volume, drift, outliers).
       5. end: the failure check: one SMS listing every failure and failed critical check,
@@ -88,10 +89,10 @@ class TransactionEnrichmentFlow(FlowSpec):
 
     @step
     def annotate_transactions(self):
-        """Annotate the new and changed transactions by amount, then replace their annotations in
-        one short transaction; independent of tagging, so one branch failing never stops the other."""
-        self.annotations_derived = pipeline.derive_annotations(self.settings)
-        self.annotations_published = pipeline.publish(self.settings, self.annotations_derived)
+        """Annotate the new and changed transactions by amount and replace their annotations, in one
+        transaction inside the database (the rules run as SQL: no row leaves SQLite); independent of
+        tagging, so one branch failing never stops the other."""
+        self.annotations_derived, self.annotations_published = pipeline.annotate_in_database(self.settings)
         self.figures = dict(self.annotations_derived.counts)
         self.next(self.join)
 

@@ -15,8 +15,8 @@ def settings(tmp_path: Path, run: str, csv: Path, tags: Path | None = None, matc
 
 def full_run(s: pipeline.RunSettings) -> None:
     pipeline.ingest_batch(s)
-    for derive in (pipeline.derive_tags, pipeline.derive_annotations):
-        pipeline.publish(s, derive(s))
+    pipeline.publish(s, pipeline.derive_tags(s))
+    pipeline.annotate_in_database(s)
 
 
 @pytest.fixture
@@ -56,12 +56,28 @@ def test_an_unchanged_rerun_derives_nothing(tmp_path, csv):
 def test_derived_results_go_to_scratch_files_not_the_database(tmp_path, csv):
     s = settings(tmp_path, "1", csv)
     pipeline.ingest_batch(s)
-    derived = pipeline.derive_annotations(s)
+    derived = pipeline.derive_tags(s)
     assert Path(derived.path).is_file() and Path(derived.path).parent == s.work_dir
+    assert derived.counts == {"tagged": 2, "untagged": 0, "ambiguous": 1}
+    with pipeline.open_database(s.database) as db:
+        assert storage.table_counts(db)["tags"] == 0
+
+
+def test_annotations_are_derived_inside_the_database_with_their_figures(tmp_path, csv):
+    s = settings(tmp_path, "1", csv)
+    pipeline.ingest_batch(s)
+    derived, published = pipeline.annotate_in_database(s)
+    assert derived.path is None and published.written == derived.rows == 2
     assert derived.counts == {"annotated": 2, "zero_amount": 1}
     assert derived.distribution == {"SALE": 1, "SMALL EXPENSE": 1, "ZERO": 1}
     with pipeline.open_database(s.database) as db:
-        assert storage.table_counts(db)["annotations"] == 0
+        assert db.execute("SELECT transaction_id, annotation FROM annotations ORDER BY 1").fetchall() == [
+            (1, "SALE"), (2, "SMALL EXPENSE")]
+        assert storage.pending_runs(db, storage.ANNOTATIONS) == ()
+    again = settings(tmp_path, "2", csv)
+    pipeline.ingest_batch(again)
+    derived, published = pipeline.annotate_in_database(again)  # unchanged re-run: nothing to write
+    assert (derived.covered_runs, published.written, derived.counts) == ((), 0, {"annotated": 0, "zero_amount": 0})
 
 
 def test_finish_removes_the_scratch_directory_of_a_succeeded_run(tmp_path, csv):

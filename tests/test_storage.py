@@ -6,6 +6,8 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from enrich import storage
 
@@ -233,3 +235,45 @@ def test_transaction_amounts_of_runs(store):
     assert sorted(map(tuple, amounts[["id", "amount_cents"]].to_numpy().tolist())) == [(2, 701), (3, 9)]
     assert storage.transaction_amounts(store.path, ["F/1"])["id"].tolist() == [1]
     assert storage.transaction_amounts(store.path, []).empty
+
+
+_BOUNDARIES = [30001, 30000, 29999, 1, 0, -1, -19999, -20000, -20001]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(_BOUNDARIES), st.integers(-10**12, 10**12)), min_size=1, max_size=60))
+def test_annotations_in_sql_equal_the_pandas_rules(tmp_path_factory, amounts):
+    from enrich import annotation
+
+    path = tmp_path_factory.mktemp("sql") / "db.db"
+    storage.connect(path).close()
+    storage.load_batch(path, "F/1", [chunk([(i + 2, i + 1, cents, "w") for i, cents in enumerate(amounts)])])
+    stats, classes = storage.annotate_in_place(path, "F/1", None)
+    expected = [None if pd.isna(label) else label for label in annotation.annotate(pd.Series(amounts, dtype="int64"))]
+    db = storage.connect(path)
+    try:
+        stored = dict(rows(db, "SELECT transaction_id, annotation FROM annotations"))
+    finally:
+        db.close()
+    assert stored == {i + 1: label for i, label in enumerate(expected) if label}
+    assert stats.written == len(stored) and classes.get(None, 0) == amounts.count(0)
+    assert {k: v for k, v in classes.items() if k} == pd.Series([v for v in expected if v]).value_counts().to_dict()
+
+
+def test_annotate_in_place_replaces_only_the_covered_runs_rows(store):
+    storage.load_batch(store.path, "F/1", [chunk([(2, 1, 100, "a"), (3, 2, -100, "b")])])
+    storage.annotate_in_place(store.path, "F/1", ("F/1",))
+    storage.load_batch(store.path, "F/2", [chunk([(2, 1, 0, "a"), (3, 2, -100, "b"), (4, 3, 50000, "c")])])
+    stats, classes = storage.annotate_in_place(store.path, "F/2", ("F/2",))
+    assert (stats.written, stats.removed, classes) == (1, 1, {None: 1, "LARGE SALE": 1})
+    assert store.rows("SELECT id, annotation, annotation_run_id FROM enriched_transactions ORDER BY id") == [
+        (1, None, None), (2, "SMALL EXPENSE", "F/1"), (3, "LARGE SALE", "F/2")]
+    assert store(storage.pending_runs, storage.ANNOTATIONS) == ()
+
+
+def test_annotate_in_place_refuses_a_table_changed_since_it_was_read(store):
+    storage.load_batch(store.path, "F/1", [chunk([(2, 1, 100, "a")])])
+    with pytest.raises(storage.ConcurrentModification, match="annotations table changed"):
+        storage.annotate_in_place(store.path, "F/1", ("F/1",), expected_fingerprint="not what is there")
+    assert store.rows("SELECT COUNT(*) FROM annotations") == [(0,)]
+    assert store(storage.pending_runs, storage.ANNOTATIONS) == ("F/1",)

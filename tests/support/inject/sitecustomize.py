@@ -17,18 +17,15 @@ import os
 _LOG = os.environ.get("ENRICH_TEST_TWILIO_LOG")
 
 if os.environ.get("ENRICH_TEST_FAULT") == "drop_annotations":
-    import numpy as _np
+    from enrich import storage as _storage
 
-    from enrich import annotation as _annotation
+    _original_annotate_sql = _storage._annotate_sql
 
-    _original_annotate_frame = _annotation.annotate_frame
+    def _lossy_annotate_sql(scope):
+        # the annotations are derived in SQL: drop a random 1 in 10,000 of them there
+        return _original_annotate_sql(scope).replace(" ORDER BY id", " AND abs(random()) % 10000 != 0 ORDER BY id")
 
-    def _lossy_annotate_frame(transactions):
-        result = _original_annotate_frame(transactions)
-        keep = _np.random.default_rng().random(len(result)) >= 1e-4
-        return result[keep].reset_index(drop=True)
-
-    _annotation.annotate_frame = _lossy_annotate_frame
+    _storage._annotate_sql = _lossy_annotate_sql
 
 if _LOG:
     import base64

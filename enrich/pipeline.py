@@ -79,6 +79,14 @@ def ingest_batch(settings: RunSettings) -> storage.LoadStats:
     return stats
 
 
+def index_wordings(settings: RunSettings) -> dict[str, object]:
+    """Index the wordings of newly loaded rows for full-text search, in bulk and in one transaction
+    (rows of an earlier run whose indexing failed included)."""
+    started = time.perf_counter()
+    runs, rows = storage.index_wordings(settings.database)
+    return {"runs": list(runs), "rows": rows, "seconds": round(time.perf_counter() - started, 3)}
+
+
 class Progress:
     """Logs rows done and rows/s of a long stage, at most every few seconds."""
 

@@ -49,6 +49,8 @@ READ_CHUNK_ROWS = 500_000
 TAGS = "tags"
 ANNOTATIONS = "annotations"
 ENRICHMENT_KINDS = (TAGS, ANNOTATIONS)
+SEARCH = "search"  # the full-text index of the wordings
+PENDING_KINDS = (*ENRICHMENT_KINDS, SEARCH)  # what a batch that changed rows leaves to do
 
 
 class StorageError(Exception):
@@ -311,6 +313,28 @@ _ENRICHED_VIEW_V4 = f"""CREATE VIEW enriched_transactions AS
     LEFT JOIN tags g ON g.transaction_id = t.id
     LEFT JOIN annotations a ON a.transaction_id = t.id"""
 
+#: A transaction whose wording is not in the full-text index yet: loaded by a run whose
+#: search indexing is still pending (see :func:`index_wordings`).
+def _not_indexed_sql(row: str) -> str:
+    return (f"EXISTS (SELECT 1 FROM run_keys k JOIN pending_enrichment p ON p.run_id = k.run_id "
+            f"AND p.kind = 'search' WHERE k.run_key = {row}.first_run)")
+
+
+_FTS_INSERT_TRIGGER = _FTS_TRIGGERS[0]
+#: Version 4: an update or delete of a row not indexed yet leaves the index alone (its indexing,
+#: still pending, reads the row as it is then).
+_FTS_CHANGE_TRIGGERS_V4: tuple[str, ...] = (
+    f"""CREATE TRIGGER transactions_fts_update AFTER UPDATE OF id, wording ON transactions
+    WHEN (old.id != new.id OR old.wording IS NOT new.wording) AND NOT {_not_indexed_sql("old")} BEGIN
+        INSERT INTO transactions_fts (transactions_fts, rowid, wording) VALUES ('delete', old.id, old.wording);
+        INSERT INTO transactions_fts (rowid, wording) VALUES (new.id, new.wording);
+    END""",
+    f"""CREATE TRIGGER transactions_fts_delete AFTER DELETE ON transactions
+    WHEN NOT {_not_indexed_sql("old")} BEGIN
+        INSERT INTO transactions_fts (transactions_fts, rowid, wording) VALUES ('delete', old.id, old.wording);
+    END""",
+)
+
 _SCHEMA_V4: tuple[str, ...] = (
     "CREATE TABLE run_keys (run_key INTEGER PRIMARY KEY, run_id TEXT NOT NULL UNIQUE)",
     """INSERT OR IGNORE INTO run_keys (run_id)
@@ -346,7 +370,16 @@ _SCHEMA_V4: tuple[str, ...] = (
     "CREATE INDEX transactions_last_changed_run ON transactions(last_changed_run)",
     "CREATE INDEX tags_tag ON tags(tag)",
     "CREATE INDEX annotations_annotation ON annotations(annotation)",
-    *_FTS_TRIGGERS,
+    """CREATE TABLE pending_enrichment_v4 (
+        run_id TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('tags', 'annotations', 'search')),
+        PRIMARY KEY (run_id, kind)
+    )""",
+    "INSERT INTO pending_enrichment_v4 (run_id, kind) SELECT run_id, kind FROM pending_enrichment",
+    "DROP TABLE pending_enrichment",
+    "ALTER TABLE pending_enrichment_v4 RENAME TO pending_enrichment",
+    _FTS_INSERT_TRIGGER,
+    *_FTS_CHANGE_TRIGGERS_V4,
     _ENRICHED_VIEW_V4,
     *_SUMMARY_VIEWS,
 )
@@ -621,14 +654,19 @@ def load_batch(database: str | Path, run_id: str, chunks: Iterable) -> LoadStats
             conflicts = _reject_conflicting_duplicates(bulk)
         rows_loaded, in_file = bulk.row(_batch_totals_sql())
         existing = bulk.scalar(_count_existing_sql()) if bulk.scalar(_any_transaction_sql()) else 0
+        # new rows are indexed for search by the index_wordings step, in bulk: the per-row insert
+        # trigger is dropped for this statement only, inside the transaction (no other connection
+        # ever sees it missing); updates of indexed rows still go through their trigger
+        bulk.execute("DROP TRIGGER transactions_fts_insert")
         bulk.execute(_upsert_batch_sql(in_id_order=ascending.strictly), (_run_key(bulk, run_id),))
         changed = bulk.scalar("SELECT changes()")
+        bulk.execute(_FTS_INSERT_TRIGGER)
         stored = bulk.scalar(_stored_total_sql())
         bulk.execute("DELETE FROM rejected_rows WHERE run_id = ?", (run_id,))
         bulk.execute("INSERT INTO rejected_rows (run_id, line, raw, reason) "
                      "SELECT ?, line, raw, reason FROM temp.staging_rejected", (run_id,))
         rejected = bulk.scalar("SELECT COUNT(*) FROM temp.staging_rejected")
-        for kind in ENRICHMENT_KINDS if changed else ():  # an unchanged batch leaves nothing to derive
+        for kind in PENDING_KINDS if changed else ():  # an unchanged batch leaves nothing to derive
             bulk.execute("INSERT OR IGNORE INTO pending_enrichment (run_id, kind) VALUES (?, ?)", (run_id, kind))
         _drop_staging(bulk)
     new = rows_loaded - existing
@@ -925,6 +963,28 @@ def annotate_in_place(database: str | Path, run_id: str, covered_runs: Sequence[
                          pending_runs=tuple(covered_runs) if covered_runs is not None else ())
     logger.info("annotated in place: %d rows written, %d old rows replaced", written, removed)
     return stats, classes
+
+
+def index_wordings(database: str | Path) -> tuple[tuple[str, ...], int]:
+    """Add the wordings of the rows loaded by the runs pending search to the full-text index.
+
+    One transaction: the rows, then the runs cleared from ``pending_enrichment``. A row
+    is "not indexed" exactly while the run that first loaded it is pending search: a
+    run that changes rows is pending too, so those rows are found through the index on
+    ``last_changed_run``. Returns the runs covered and the rows indexed.
+    """
+    with bulk_connection(database) as bulk, _bulk_transaction(bulk):
+        bulk.execute("SELECT run_id FROM pending_enrichment WHERE kind = ? ORDER BY run_id", (SEARCH,))
+        runs = tuple(run for (run,) in bulk.cursor.fetchall())
+        if not runs:
+            return (), 0
+        keys = _keys_of_runs_sql(len(runs))
+        bulk.execute(f"INSERT INTO {FTS_TABLE} (rowid, wording) SELECT id, wording FROM transactions "
+                     f"WHERE last_changed_run IN ({keys}) AND first_run IN ({keys})", [*runs, *runs])
+        rows = int(bulk.scalar("SELECT changes()"))
+        bulk.execute("DELETE FROM pending_enrichment WHERE kind = ?", (SEARCH,))
+    logger.info("indexed %d wordings for search (runs %s)", rows, list(runs))
+    return runs, rows
 
 
 def _annotation_classes_sql(scope: str) -> str:
@@ -1405,16 +1465,23 @@ def open_readonly(path: str | Path) -> sqlite_utils.Database:
 def rebuild_fts(db: sqlite_utils.Database) -> None:
     """Re-index every wording from the transactions table, in one transaction.
 
-    The triggers of schema version 2 keep the index in step with every insert,
-    update and delete, whoever writes (the flow's bulk load, an operator's SQL);
-    rebuilding is for repairs only, e.g. after :func:`fts_problem` reported one.
+    Triggers keep the index in step with every insert, update and delete, whoever
+    writes (an operator's SQL too), except the flow's bulk load, whose new rows the
+    ``index_wordings`` step indexes in bulk (:func:`index_wordings`); rebuilding is
+    for repairs only, e.g. after :func:`fts_problem` reported one. It indexes every
+    row, so no run is left pending search.
     """
     with write_transaction(db):
         db.execute(f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}) VALUES ('rebuild')")
+        db.execute("DELETE FROM pending_enrichment WHERE kind = ?", (SEARCH,))
 
 
 def fts_problem(db: sqlite_utils.Database) -> str | None:
-    """None when the full-text index matches transactions.wording exactly, else SQLite's complaint."""
+    """None when the full-text index matches transactions.wording exactly, else SQLite's complaint
+    (or the runs whose rows are still waiting to be indexed)."""
+    waiting = pending_runs(db, SEARCH)
+    if waiting:
+        return f"the rows of runs {', '.join(waiting)} are not indexed yet (the next run's index_wordings step does it)"
     try:
         db.execute(f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}, rank) VALUES ('integrity-check', 1)")
     except sqlite3.DatabaseError as exc:

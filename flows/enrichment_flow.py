@@ -32,10 +32,10 @@ class TransactionEnrichmentFlow(FlowSpec):
       1. start: resolve the parameters, validate the tag list, open the database and the run ledger.
       2. ingest: parse and validate the CSV; load valid rows (upsert by id) and quarantine bad ones
          in rejected_rows, as one transaction.
-      3. tag_transactions and annotate_transactions, in parallel: derive the tags (read from the
-         database, tagged in pandas) and the annotations (in SQL, in place) of new and changed rows,
-         and publish each result in one transaction; the branches are independent, a failure in one
-         never stops the other.
+      3. tag_transactions, annotate_transactions and index_wordings, in parallel: derive the tags
+         (read from the database, tagged in pandas) and the annotations (in SQL, in place) of new
+         and changed rows, and add new wordings to the full-text index, each written in one
+         transaction; the branches are independent, a failure in one never stops the others.
       4. join: gather both branches, then run the data checks over the whole database
          (accounting, control total, completeness, integrity, reject ratio, volume, drift, outliers).
       5. end: the failure check: one SMS listing every failure and failed critical check,
@@ -76,7 +76,7 @@ class TransactionEnrichmentFlow(FlowSpec):
         """Parse and validate the CSV, then load it as one batch: upsert by id, quarantine bad rows."""
         self.load_stats = pipeline.ingest_batch(self.settings)
         self.figures = pipeline.load_figures(self.load_stats, self.settings.transactions)
-        self.next(self.tag_transactions, self.annotate_transactions)
+        self.next(self.tag_transactions, self.annotate_transactions, self.index_wordings)
 
     @step
     def tag_transactions(self):
@@ -97,8 +97,16 @@ class TransactionEnrichmentFlow(FlowSpec):
         self.next(self.join)
 
     @step
+    def index_wordings(self):
+        """Add the new wordings to the full-text search index in bulk, in one transaction. Out of
+        ingest because indexing is a third of a load's cost and runs here beside tagging; rows whose
+        indexing failed wait, outside the index, for the next run's."""
+        self.search_indexed = pipeline.index_wordings(self.settings)
+        self.next(self.join)
+
+    @step
     def join(self, inputs):
-        """Gather both branches, then check the whole database: every transaction accounted for,
+        """Gather the three branches, then check the whole database: every transaction accounted for,
         tagged and annotated exactly by the rules (critical), and no unusual volume, drift or
         amounts (warnings)."""
         self.failures = inherited_failures(self, inputs)

@@ -28,7 +28,7 @@ from enrich import browse, datasette_csv, storage
 from tests.flow_support import run_once_per_module
 
 BIG_TABLES = ("transactions", "tags", "annotations")
-FLOW_STEPS = {"start", "ingest", "tag_transactions", "annotate_transactions", "join", "end"}
+FLOW_STEPS = {"start", "ingest", "tag_transactions", "annotate_transactions", "index_wordings", "join", "end"}
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -298,14 +298,29 @@ def test_full_text_index_follows_upserts_from_the_bulk_load(store):
         return sorted(r["id"] for r in store(storage.search_wordings, text))
 
     load("F/1", [(2, 1, 100, "CARTE TAXI Paris"), (3, 2, -500, "PRLV Société Générale"), (4, 3, 0, "VIR TOTO")])
+    assert search("taxi") == [] and "F/1" in store(storage.fts_problem)  # new rows: indexed in bulk, next
+    assert storage.index_wordings(store.path) == (("F/1",), 3)
     assert search("taxi") == [1] and search("generale") == [2] and search("toto") == [3]
     stats = load("F/2", [(2, 1, 100, "CARTE UBER Paris"), (3, 2, -900, "PRLV Société Générale"),
                          (4, 3, 0, "VIR TOTO"), (5, 4, 7, "taxi retour")])
     assert (stats.rows_new, stats.rows_updated, stats.rows_unchanged) == (1, 2, 1)
-    assert search("taxi") == [4] and search("uber") == [1] and search("generale") == [2]
-    assert store(storage.fts_problem) is None
+    # an indexed row's change is followed at once (trigger); the new row waits for the bulk index
+    assert search("uber") == [1] and search("taxi") == [] and search("generale") == [2]
+    assert storage.index_wordings(store.path) == (("F/2",), 1)
+    assert search("taxi") == [4] and store(storage.fts_problem) is None
+    # a row changed again before its indexing: indexed once, as it is by then
+    load("F/3", [(6, 5, 1, "alpha")])
+    load("F/4", [(6, 5, 1, "beta")])
+    assert storage.index_wordings(store.path) == (("F/3", "F/4"), 1)
+    assert search("beta") == [5] and search("alpha") == [] and store(storage.fts_problem) is None
+    # an operator's own SQL is indexed by the triggers at once
+    store(lambda db: db.execute("INSERT INTO transactions (id, amount_cents, wording, first_run, last_changed_run) "
+                                "VALUES (9, 1, 'gamma', 1, 1)"))
+    assert search("gamma") == [9] and store(storage.fts_problem) is None
+    load("F/5", [(7, 10, 1, "delta")])
     store(storage.rebuild_fts)
-    assert store(storage.fts_problem) is None and search("paris") == [1]
+    assert store(storage.fts_problem) is None and search("paris") == [1] and search("delta") == [10]
+    assert storage.index_wordings(store.path) == ((), 0)
 
 
 # --------------------------------------------------------------------------- CSV formula escaping

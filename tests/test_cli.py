@@ -22,7 +22,7 @@ import pytest
 from enrich import cli, storage
 from tests.flow_support import ROOT, run_once_per_module
 
-STEPS = ["start", "ingest", "tag_transactions", "annotate_transactions", "join", "end"]
+STEPS = ["start", "ingest", "tag_transactions", "annotate_transactions", "index_wordings", "join", "end"]
 
 
 @pytest.fixture(scope="module")

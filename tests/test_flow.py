@@ -6,6 +6,8 @@ being intercepted (tests/support/twilio_intercept), never the network.
 """
 from __future__ import annotations
 
+import re
+
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from tests.support.reference import annotation_of, tag_of
 pytestmark = pytest.mark.flow
 
 DEFAULT_TAGS = ["TATA", "TOTO", "TUTU", "TAXI"]
-GUARDED_STEPS = ["start", "ingest", "tag_transactions", "annotate_transactions", "join"]
+GUARDED_STEPS = ["start", "ingest", "tag_transactions", "annotate_transactions", "index_wordings", "join"]
 
 
 
@@ -40,7 +42,7 @@ def test_reference_sample_is_stored_tagged_and_annotated_by_the_rules(tmp_path):
     assert result.query("SELECT status, rows_read, rows_loaded FROM runs") == [("succeeded", 50, 50)]
     statuses = result.query("SELECT step, status FROM step_runs ORDER BY step")
     assert {status for _, status in statuses} == {"succeeded"}
-    assert len(statuses) == 6
+    assert len(statuses) == 7
 
 
 def test_bundled_sample_shows_quarantine_at_work(tmp_path):
@@ -81,10 +83,12 @@ def test_a_failure_in_any_guarded_step_alerts_once_and_fails_the_run(tmp_path, s
         assert (tags, annotations) == (0, 6)  # the other branch still published
     elif step == "annotate_transactions":
         assert (tags, annotations) == (4, 0)
-    elif step == "join":
+    elif step in ("join", "index_wordings"):
         assert (tags, annotations) == (4, 6)
     else:
         assert (tags, annotations) == (0, 0)
+    if step == "index_wordings":  # the rows wait, outside the search index, for the next run's indexing
+        assert result.query("SELECT kind FROM pending_enrichment") == [("search",)]
     assert result.query("SELECT status FROM runs") == [("failed",)]
     assert result.query("SELECT COUNT(*) FROM alerts WHERE status = 'sent'") == [(1,)]
     assert TOKEN not in result.stdout + result.stderr
@@ -163,3 +167,16 @@ def test_a_tagging_failure_is_caught_up_by_the_next_run(tmp_path):
     assert again.returncode == 0, again.stderr
     assert again.count("tags") == 4
     assert_matches_rules(again)
+
+
+def test_an_indexing_failure_is_caught_up_by_the_next_run(tmp_path):
+    csv = write_csv(tmp_path / "t.csv", SMALL)
+    failed = run_flow(tmp_path, csv, simulate_failure="index_wordings")
+    search = "SELECT rowid FROM transactions_fts WHERE transactions_fts MATCH 'taxi' ORDER BY rowid"
+    assert failed.query(search) == []  # loaded, tagged and annotated, not searchable yet
+    again = run_flow(tmp_path, csv)  # the same file: nothing new to load, the waiting rows get indexed
+    assert again.returncode == 0, again.stderr
+    with_taxi = [(i,) for i, wording in again.query("SELECT id, wording FROM transactions ORDER BY id")
+                 if re.search(r"(?<![^\W_])taxi(?![^\W_])", wording, re.I)]
+    assert again.query(search) == with_taxi and with_taxi
+    assert again.query("SELECT * FROM pending_enrichment") == []

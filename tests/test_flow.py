@@ -7,7 +7,6 @@ being intercepted (tests/support/twilio_intercept), never the network.
 from __future__ import annotations
 
 import re
-
 from decimal import Decimal
 from pathlib import Path
 

@@ -642,23 +642,19 @@ def load_batch(database: str | Path, run_id: str, chunks: Iterable) -> LoadStats
     connect(database).close()  # the schema, migrated, before the bulk connection opens
     with bulk_connection(database) as bulk, _bulk_transaction(bulk):
         _create_staging(bulk)
-        rows_read, ascending = 0, _AscendingIds()
+        rows_read, order = 0, _IdOrder()
         for chunk in chunks:
             rows_read += len(chunk.valid) + len(chunk.rejected)
-            ascending.add(chunk.valid["id"].to_numpy())
+            order.add(chunk.valid["id"].to_numpy())
             _stage_chunk(bulk, chunk.valid, chunk.rejected)
-        if ascending.strictly:  # the usual export: ids unique and in order, nothing to sort or pair
-            conflicts = 0
-        else:
-            bulk.execute("CREATE INDEX temp.staging_id ON staging(id)")
-            conflicts = _reject_conflicting_duplicates(bulk)
+        conflicts = _reject_conflicting_duplicates(bulk, order)
         rows_loaded, in_file = bulk.row(_batch_totals_sql())
         existing = bulk.scalar(_count_existing_sql()) if bulk.scalar(_any_transaction_sql()) else 0
         # new rows are indexed for search by the index_wordings step, in bulk: the per-row insert
         # trigger is dropped for this statement only, inside the transaction (no other connection
         # ever sees it missing); updates of indexed rows still go through their trigger
         bulk.execute("DROP TRIGGER transactions_fts_insert")
-        bulk.execute(_upsert_batch_sql(in_id_order=ascending.strictly), (_run_key(bulk, run_id),))
+        bulk.execute(_upsert_batch_sql(in_id_order=order.nearly_sorted), (_run_key(bulk, run_id),))
         changed = bulk.scalar("SELECT changes()")
         bulk.execute(_FTS_INSERT_TRIGGER)
         stored = bulk.scalar(_stored_total_sql())
@@ -688,7 +684,7 @@ def _create_staging(bulk: _BulkCursor) -> None:
 
 
 def _drop_staging(bulk: _BulkCursor) -> None:
-    for table in ("staging", "staging_rejected", "conflicts", "duplicates"):
+    for table in ("staging", "staging_rejected", "conflicts", "late_ids", "dup_rows"):
         bulk.execute(f"DROP TABLE IF EXISTS temp.{table}")
 
 
@@ -702,33 +698,49 @@ def _stage_chunk(bulk: _BulkCursor, valid: pd.DataFrame, rejected: pd.DataFrame)
                     temporary=True)
 
 
-def _reject_conflicting_duplicates(bulk: _BulkCursor) -> int:
-    """Drop the repeated lines of identical duplicates; reject every line of a conflicting id."""
-    bulk.execute("""CREATE TEMP TABLE duplicates AS
-        SELECT id FROM temp.staging GROUP BY id HAVING COUNT(*) > 1""")
-    if not bulk.scalar("SELECT COUNT(*) FROM temp.duplicates"):
-        return 0  # the usual case: every id once, nothing more to do
+def _reject_conflicting_duplicates(bulk: _BulkCursor, order: "_IdOrder") -> int:
+    """Drop the repeated lines of identical duplicates; reject every line of a conflicting id.
+
+    The lines of repeated ids are gathered into ``temp.dup_rows`` first: when the file's
+    ids come in order but for a few late ones (the usual export, maybe with re-sent rows
+    appended), only those late ids can repeat, and one scan of staging finds their lines
+    without sorting it; otherwise staging is indexed by id and grouped.
+    """
+    if not order.late_count:
+        return 0  # ids strictly ascending: every id once, nothing to pair
+    if order.nearly_sorted:
+        bulk.execute("CREATE TEMP TABLE late_ids (id INTEGER PRIMARY KEY)")
+        bulk.ingest("late_ids", pa.table({"id": pa.array(order.late_ids(), pa.int64())}), temporary=True)
+        repeated = "SELECT id FROM temp.late_ids"
+    else:
+        bulk.execute("CREATE INDEX temp.staging_id ON staging(id)")
+        repeated = "SELECT id FROM temp.staging GROUP BY id HAVING COUNT(*) > 1"
+    bulk.execute(f"""CREATE TEMP TABLE dup_rows AS SELECT line, id, amount_cents, wording FROM temp.staging
+        WHERE id IN ({repeated})""")
+    bulk.execute("DELETE FROM temp.dup_rows WHERE id IN (SELECT id FROM temp.dup_rows GROUP BY id HAVING COUNT(*) = 1)")
+    if not bulk.scalar("SELECT COUNT(*) FROM temp.dup_rows"):
+        return 0
     bulk.execute("""CREATE TEMP TABLE conflicts AS
         SELECT id, group_concat(line, ', ') AS lines FROM (
-            SELECT s.id, s.line FROM temp.staging s WHERE s.id IN (
-                SELECT id FROM (SELECT DISTINCT id, amount_cents, wording FROM temp.staging
-                                WHERE id IN (SELECT id FROM temp.duplicates))
+            SELECT d.id, d.line FROM temp.dup_rows d WHERE d.id IN (
+                SELECT id FROM (SELECT DISTINCT id, amount_cents, wording FROM temp.dup_rows)
                 GROUP BY id HAVING COUNT(*) > 1)
-            ORDER BY s.id, s.line)
+            ORDER BY d.id, d.line)
         GROUP BY id""")
     bulk.execute("""INSERT INTO temp.staging_rejected (line, raw, reason)
-        SELECT s.line,
-               s.id || ',' || printf('%s%d.%02d', CASE WHEN s.amount_cents < 0 THEN '-' ELSE '' END,
-                                     abs(s.amount_cents) / 100, abs(s.amount_cents) % 100)
-                    || ',"' || replace(s.wording, '"', '""') || '"',
-               'conflicting duplicate id: id ' || s.id || ' appears with different content on lines '
+        SELECT d.line,
+               d.id || ',' || printf('%s%d.%02d', CASE WHEN d.amount_cents < 0 THEN '-' ELSE '' END,
+                                     abs(d.amount_cents) / 100, abs(d.amount_cents) % 100)
+                    || ',"' || replace(d.wording, '"', '""') || '"',
+               'conflicting duplicate id: id ' || d.id || ' appears with different content on lines '
                     || c.lines || '; fix the file and load it again'
-        FROM temp.staging s JOIN temp.conflicts c ON c.id = s.id""")
-    bulk.execute("DELETE FROM temp.staging WHERE id IN (SELECT id FROM temp.conflicts)")
-    # identical duplicates: keep the first line of each id
-    bulk.execute("""DELETE FROM temp.staging WHERE id IN (SELECT id FROM temp.duplicates)
-        AND line NOT IN (SELECT MIN(line) FROM temp.staging WHERE id IN (SELECT id FROM temp.duplicates)
-                         GROUP BY id)""")
+        FROM temp.dup_rows d JOIN temp.conflicts c ON c.id = d.id""")
+    # every line of a conflicting id goes; of an identical duplicate, all but the first
+    bulk.execute("""DELETE FROM temp.staging WHERE line IN (
+        SELECT line FROM temp.dup_rows WHERE id IN (SELECT id FROM temp.conflicts)
+        UNION ALL
+        SELECT line FROM temp.dup_rows WHERE id NOT IN (SELECT id FROM temp.conflicts)
+            AND line NOT IN (SELECT MIN(line) FROM temp.dup_rows GROUP BY id))""")
     return int(bulk.scalar("SELECT COUNT(*) FROM temp.conflicts"))
 
 
@@ -745,22 +757,47 @@ def _count_existing_sql() -> str:
     return "SELECT COUNT(*) FROM temp.staging s WHERE EXISTS (SELECT 1 FROM transactions t WHERE t.id = s.id)"
 
 
-class _AscendingIds:
-    """Whether a batch's ids, chunk after chunk, are strictly ascending (hence unique and sorted)."""
+class _IdOrder:
+    """The order of a batch's ids, chunk after chunk: the running maximum and the "late" ids.
+
+    An id is late when an id at least as large came before it. Only a late id can repeat
+    an earlier one, so a file whose ids ascend but for a few late ones (re-sent rows
+    appended, say) is paired without sorting it. Up to :data:`LATE_IDS_KEPT` late ids are
+    kept (8 bytes each); beyond that the batch counts as unsorted.
+    """
+
+    LATE_IDS_KEPT = 1_000_000
 
     def __init__(self) -> None:
-        self.strictly, self.last = True, None
+        self.maximum = 0  # ids are positive
+        self.late_count = 0
+        self._late: list[np.ndarray] = []
 
     def add(self, ids: np.ndarray) -> None:
-        if not self.strictly or len(ids) == 0:
+        if len(ids) == 0:
             return
-        self.strictly = bool((ids[1:] > ids[:-1]).all()) and (self.last is None or ids[0] > self.last)
-        self.last = ids[-1]
+        before = np.maximum.accumulate(np.concatenate(([self.maximum], ids[:-1])))
+        late = ids[ids <= before]
+        self.maximum = max(self.maximum, int(ids.max()))
+        self.late_count += len(late)
+        if self.nearly_sorted and len(late):
+            self._late.append(late)
+        elif not self.nearly_sorted:
+            self._late.clear()
+
+    @property
+    def nearly_sorted(self) -> bool:
+        """Ascending but for at most :data:`LATE_IDS_KEPT` late ids."""
+        return self.late_count <= self.LATE_IDS_KEPT
+
+    def late_ids(self) -> np.ndarray:
+        """The distinct late ids (only while :attr:`nearly_sorted`)."""
+        return np.unique(np.concatenate(self._late)) if self._late else np.empty(0, np.int64)
 
 
 def _upsert_batch_sql(in_id_order: bool = False) -> str:
     # in id order, so that the primary-key b-tree is appended to rather than split at random
-    # (staging is in file order: already the id order when ids are ascending)
+    # (staging is in file order: already the id order, but for a few late ids, when nearly sorted)
     order = " WHERE true" if in_id_order else " ORDER BY id"  # (WHERE: SQLite's upsert parsing rule)
     return f"""INSERT INTO transactions (id, amount_cents, wording, first_run, last_changed_run)
         SELECT id, amount_cents, wording, ?1, ?1 FROM temp.staging{order}
@@ -943,22 +980,32 @@ def annotate_in_place(database: str | Path, run_id: str, covered_runs: Sequence[
     scope = ("true" if covered_runs is None else
              f"last_changed_run IN ({_keys_of_runs_sql(len(covered_runs))})")
     params = list(covered_runs or ())
-    with bulk_connection(database) as bulk, _bulk_transaction(bulk):
-        if expected_fingerprint is not None and \
-                _fingerprint(_fetch_all(bulk, _fingerprint_sql(ANNOTATIONS))) != expected_fingerprint:
-            raise ConcurrentModification(f"{database}: the annotations table changed since the step read it; "
-                                         "the step's retry derives the annotations again")
-        run_key = _run_key(bulk, run_id)
-        bulk.execute(_annotation_classes_sql(scope), params)
-        classes = {label: int(count) for label, count in bulk.cursor.fetchall()}
-        before = bulk.scalar("SELECT COUNT(*) FROM annotations")
-        bulk.execute("DELETE FROM annotations" if covered_runs is None else
-                     f"DELETE FROM annotations WHERE transaction_id IN (SELECT id FROM transactions WHERE {scope})",
-                     params)
-        removed = before - bulk.scalar("SELECT COUNT(*) FROM annotations")
-        bulk.execute(_annotate_sql(scope), [run_key, *params])
-        written = int(bulk.scalar("SELECT changes()"))
-        _finish_publish(bulk, ANNOTATIONS, covered_runs, state)
+    with bulk_connection(database) as bulk:
+        # the rows come from transactions in the same statement, so they cannot break the foreign
+        # key: its per-row look-ups (a quarter of the insert's cost) are skipped; the
+        # referential-integrity check verifies the whole table after every run anyway
+        bulk.execute("PRAGMA foreign_keys = OFF")
+        with _bulk_transaction(bulk):
+            if expected_fingerprint is not None and \
+                    _fingerprint(_fetch_all(bulk, _fingerprint_sql(ANNOTATIONS))) != expected_fingerprint:
+                raise ConcurrentModification(f"{database}: the annotations table changed since the step read "
+                                             "it; the step's retry derives the annotations again")
+            run_key = _run_key(bulk, run_id)
+            before = bulk.scalar("SELECT COUNT(*) FROM annotations")
+            bulk.execute("DELETE FROM annotations" if covered_runs is None else
+                         f"DELETE FROM annotations WHERE transaction_id IN (SELECT id FROM transactions "
+                         f"WHERE {scope})", params)
+            removed = before - bulk.scalar("SELECT COUNT(*) FROM annotations")
+            bulk.execute(_annotate_sql(scope), [run_key, *params])
+            written = int(bulk.scalar("SELECT changes()"))
+            in_scope = int(bulk.scalar(f"SELECT COUNT(*) FROM transactions WHERE {scope}", params))
+            table = _finish_publish(bulk, ANNOTATIONS, covered_runs, state)
+            if covered_runs is None:  # the whole table was written: its fingerprint has the counts
+                classes = {label: int(count) for label, count, *_ in table}
+            else:
+                bulk.execute(_annotation_classes_sql(scope), params)
+                classes = {label: int(count) for label, count in bulk.cursor.fetchall()}
+    classes[None] = in_scope - written  # zero amounts
     stats = PublishStats(written=written, removed=removed,
                          pending_runs=tuple(covered_runs) if covered_runs is not None else ())
     logger.info("annotated in place: %d rows written, %d old rows replaced", written, removed)
@@ -988,8 +1035,9 @@ def index_wordings(database: str | Path) -> tuple[tuple[str, ...], int]:
 
 
 def _annotation_classes_sql(scope: str) -> str:
-    return (f"SELECT {annotation_case_sql()} AS annotation, COUNT(*) FROM transactions "
-            f"WHERE {scope} GROUP BY 1")
+    # the annotations of the rows in scope, per class (sorted by the annotation index, no sort step)
+    return (f"SELECT annotation, COUNT(*) FROM annotations INDEXED BY annotations_annotation "
+            f"WHERE transaction_id IN (SELECT id FROM transactions WHERE {scope}) GROUP BY annotation")
 
 
 def _annotate_sql(scope: str) -> str:
@@ -1000,16 +1048,19 @@ def _annotate_sql(scope: str) -> str:
 
 
 def _finish_publish(bulk: _BulkCursor, kind: str, covered_runs: Sequence[str] | None,
-                    state: dict[str, str] | None) -> None:
-    """Clear the covered runs from pending_enrichment, save ``state`` and the table's new fingerprint."""
+                    state: dict[str, str] | None) -> list[tuple]:
+    """Clear the covered runs from pending_enrichment, save ``state`` and the table's new fingerprint
+    (returns the rows it was computed from: value, count, id sums)."""
     if covered_runs is None:
         bulk.execute("DELETE FROM pending_enrichment WHERE kind = ?", (kind,))
     for run in covered_runs or ():
         bulk.execute("DELETE FROM pending_enrichment WHERE kind = ? AND run_id = ?", (kind, run))
-    state = {**(state or {}), fingerprint_key(kind): _fingerprint(_fetch_all(bulk, _fingerprint_sql(kind)))}
+    table = _fetch_all(bulk, _fingerprint_sql(kind))
+    state = {**(state or {}), fingerprint_key(kind): _fingerprint(table)}
     for key, val in state.items():
         bulk.execute("INSERT INTO enrichment_state (key, value) VALUES (?, ?) "
                      "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, val))
+    return table
 
 
 # --------------------------------------------------------------------------- ledger

@@ -277,3 +277,21 @@ def test_annotate_in_place_refuses_a_table_changed_since_it_was_read(store):
         storage.annotate_in_place(store.path, "F/1", ("F/1",), expected_fingerprint="not what is there")
     assert store.rows("SELECT COUNT(*) FROM annotations") == [(0,)]
     assert store(storage.pending_runs, storage.ANNOTATIONS) == ("F/1",)
+
+
+@pytest.mark.parametrize("late_ids_kept", [1_000_000, 2, 0])
+def test_late_ids_are_paired_whether_few_or_many(store, monkeypatch, late_ids_kept):
+    """Ids in order but for re-sent rows appended: paired from the late ids alone, or, past the
+    limit kept, by sorting the whole batch; both give the same result."""
+    monkeypatch.setattr(storage._IdOrder, "LATE_IDS_KEPT", late_ids_kept)
+    first = chunk([(line, line - 1, line * 10, f"w{line}") for line in range(2, 12)])  # ids 1..10
+    appended = chunk([(12, 3, 40, "w4"),  # identical re-send of id 3: a duplicate
+                      (13, 5, 51, "w5"),  # id 5 again, different: every line of id 5 rejected
+                      (14, 20, 7, "new"), (15, 15, 8, "late but unique"), (16, 3, 40, "w4")])
+    stats = storage.load_batch(store.path, "F/1", [first, appended])
+    assert (stats.rows_read, stats.rows_loaded, stats.rows_duplicate, stats.rows_rejected) == (15, 11, 2, 2)
+    assert stats.cents_in_file == stats.cents_stored
+    assert store.rows("SELECT id FROM transactions ORDER BY id") == [(i,) for i in (1, 2, 3, 4, 6, 7, 8, 9, 10, 15, 20)]
+    rejected = store(storage.rejected_rows, "F/1")
+    assert rejected["line"].tolist() == [6, 13]
+    assert all("id 5 appears with different content on lines 6, 13" in r for r in rejected["reason"])

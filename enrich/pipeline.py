@@ -52,9 +52,9 @@ class RunSettings:
 
 
 @contextmanager
-def open_database(path: Path) -> Iterator[sqlite_utils.Database]:
-    """The run's database, closed on exit."""
-    db = storage.connect(path)
+def open_database(path: Path, busy_timeout_ms: int = storage.BUSY_TIMEOUT_MS) -> Iterator[sqlite_utils.Database]:
+    """The run's database, closed on exit (see :func:`storage.connect` for ``busy_timeout_ms``)."""
+    db = storage.connect(path, busy_timeout_ms)
     try:
         yield db
     finally:

@@ -416,8 +416,12 @@ def _open_elsewhere(path: Path) -> bool:
     return any(_is_open(db) and database_file(db) == path for db in list(_OPEN_DATABASES))
 
 
-def connect(path: str | Path) -> sqlite_utils.Database:
-    """Open (creating if needed) the database at ``path`` with the project's settings and schema."""
+def connect(path: str | Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite_utils.Database:
+    """Open (creating if needed) the database at ``path`` with the project's settings and schema.
+
+    A write waits up to ``busy_timeout_ms`` for another writer's transaction to end, then
+    raises :class:`DatabaseBusy`.
+    """
     path = Path(path).resolve()
     if _OPEN_BULK[path]:
         raise MixedSQLiteLibraries(f"{path} is open for a bulk operation in this process: "
@@ -427,9 +431,9 @@ def connect(path: str | Path) -> sqlite_utils.Database:
                                        "Create it or pass another --database.")
     conn = None
     try:
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None)
         db = sqlite_utils.Database(conn)
-        _configure(db)
+        _configure(db, busy_timeout_ms)
         migrate(db)
         _OPEN_DATABASES.add(db)
     except (sqlite3.DatabaseError, StorageError) as exc:
@@ -444,8 +448,8 @@ def connect(path: str | Path) -> sqlite_utils.Database:
 PAGE_SIZE = 16384  # for new files: fewer, fuller b-tree pages for millions of rows
 
 
-def _configure(db: sqlite_utils.Database) -> None:
-    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+def _configure(db: sqlite_utils.Database, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+    db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     if db.execute("PRAGMA page_count").fetchone()[0] == 0:  # a new, empty file: before WAL and any table
         db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
     if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
@@ -1309,6 +1313,10 @@ class CannotOpenDatabase(StorageError):
     """SQLite cannot open or create the file (permissions, read-only disk, a directory...)."""
 
 
+class DatabaseBusy(StorageError):
+    """Another connection held the write lock for longer than this one would wait."""
+
+
 class SchemaTooNew(StorageError):
     """The database was written by a newer version of the program."""
 
@@ -1356,9 +1364,9 @@ def database_error(path: str | Path, exc: Exception, code: int | None = None) ->
         return StorageError(f"{path}: disk I/O error ({detail}); the write was rolled back. "
                             "Check the disk, then run again.")
     if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
-        return StorageError(f"{path}: the database stayed locked by another writer for "
-                            f"{BUSY_TIMEOUT_MS // 1000} s ({detail}); nothing was written. Run again "
-                            "once the other writer has finished.")
+        return DatabaseBusy(f"{path}: the database stayed locked by another writer past the busy "
+                            f"timeout ({detail}); nothing was written. Run again once the other writer "
+                            "has finished.")
     return StorageError(f"{path}: cannot use this file as the database ({detail}). Check the path, "
                         "its permissions and free disk space.")
 

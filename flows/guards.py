@@ -36,6 +36,7 @@ from enrich.logs import configure_logging
 logger = logging.getLogger(__name__)
 
 RETRY_TIMES = 2
+RUNNING_ROW_WAIT_MS = 200  # how long a step waits to write its "running" ledger row
 CATCH_VAR = "caught_exception"
 UNCAUGHT_STEPS = ("end",)
 ALWAYS_RUN_STEPS = ("join", "end")
@@ -160,11 +161,21 @@ class _Ledger:
 
     def attempt(self, status: str, exc: BaseException | None = None) -> None:
         done = status != "running"
-        self._write(storage.record_step_attempt, self.run_id, self.step, str(current.task_id),
-                    int(current.retry_count), status, self.started_at,
-                    storage.utc_now() if done else None,
-                    round(time.perf_counter() - self.clock, 6) if done else None,
-                    type(exc).__name__ if exc else None, str(exc) if exc else None)
+        args = (self.run_id, self.step, str(current.task_id), int(current.retry_count), status,
+                self.started_at, storage.utc_now() if done else None,
+                round(time.perf_counter() - self.clock, 6) if done else None,
+                type(exc).__name__ if exc else None, str(exc) if exc else None)
+        if done:
+            self._write(storage.record_step_attempt, *args)
+            return
+        try:  # the "running" row is a courtesy: never queue a step behind a parallel branch's publish
+            with pipeline.open_database(self.database, busy_timeout_ms=RUNNING_ROW_WAIT_MS) as db:
+                storage.record_step_attempt(db, *args)
+        except storage.DatabaseBusy:
+            logger.info("%s: its 'running' row in step_runs is skipped (a parallel step is writing); "
+                        "the attempt is recorded when it ends", self.step)
+        except (storage.StorageError, OSError, ValueError) as exc:
+            logger.error("ledger not updated for %s (%s): %s", self.step, type(exc).__name__, exc)
 
     def figures(self, figures: dict | None) -> None:
         if figures:

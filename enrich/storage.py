@@ -572,10 +572,13 @@ class _BulkCursor:
 
 
 @contextmanager
-def bulk_connection(path: str | Path) -> Iterator[_BulkCursor]:
+def bulk_connection(path: str | Path, enforce_foreign_keys: bool = True) -> Iterator[_BulkCursor]:
     """An Arrow (ADBC) connection to a database created by :func:`connect`, closed on exit.
 
     No :func:`connect` connection to the same file may be open in this process meanwhile.
+    ``enforce_foreign_keys=False`` is for statements whose rows satisfy the foreign keys by
+    construction (they skip a look-up per row per key); the referential-integrity check
+    verifies the tables after every run anyway.
     """
     path = Path(path).resolve()
     if _open_elsewhere(path):
@@ -589,7 +592,7 @@ def bulk_connection(path: str | Path) -> Iterator[_BulkCursor]:
         cursor = conn.cursor()
         cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BULK_BATCH_ROWS)})
         bulk = _BulkCursor(cursor)
-        for pragma in _bulk_pragmas():
+        for pragma in _bulk_pragmas(enforce_foreign_keys):
             bulk.execute(pragma)
         try:
             yield bulk
@@ -615,9 +618,9 @@ def _bulk_error(path: Path, exc: Exception) -> StorageError:
 
 
 
-def _bulk_pragmas() -> tuple[str, ...]:
+def _bulk_pragmas(enforce_foreign_keys: bool = True) -> tuple[str, ...]:
     return (f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}", "PRAGMA synchronous = NORMAL",
-            "PRAGMA foreign_keys = ON", "PRAGMA cache_size = -262144", "PRAGMA temp_store = FILE")
+            f"PRAGMA foreign_keys = {'ON' if enforce_foreign_keys else 'OFF'}", "PRAGMA cache_size = -262144", "PRAGMA temp_store = FILE")
 
 
 @contextmanager
@@ -644,7 +647,9 @@ def load_batch(database: str | Path, run_id: str, chunks: Iterable) -> LoadStats
     If reading fails midway, nothing is written. Creates the database if needed.
     """
     connect(database).close()  # the schema, migrated, before the bulk connection opens
-    with bulk_connection(database) as bulk, _bulk_transaction(bulk):
+    # every row gets this run's key (created first) and no id changes: the foreign keys hold by
+    # construction, and their per-row look-ups are skipped
+    with bulk_connection(database, enforce_foreign_keys=False) as bulk, _bulk_transaction(bulk):
         _create_staging(bulk)
         rows_read, order = 0, _IdOrder()
         for chunk in chunks:
@@ -984,11 +989,9 @@ def annotate_in_place(database: str | Path, run_id: str, covered_runs: Sequence[
     scope = ("true" if covered_runs is None else
              f"last_changed_run IN ({_keys_of_runs_sql(len(covered_runs))})")
     params = list(covered_runs or ())
-    with bulk_connection(database) as bulk:
-        # the rows come from transactions in the same statement, so they cannot break the foreign
-        # key: its per-row look-ups (a quarter of the insert's cost) are skipped; the
-        # referential-integrity check verifies the whole table after every run anyway
-        bulk.execute("PRAGMA foreign_keys = OFF")
+    # the rows come from transactions in the same statement, with this run's key: they cannot
+    # break the foreign keys, whose per-row look-ups (a quarter of the insert's cost) are skipped
+    with bulk_connection(database, enforce_foreign_keys=False) as bulk:
         with _bulk_transaction(bulk):
             if expected_fingerprint is not None and \
                     _fingerprint(_fetch_all(bulk, _fingerprint_sql(ANNOTATIONS))) != expected_fingerprint:
@@ -1030,9 +1033,13 @@ def index_wordings(database: str | Path) -> tuple[tuple[str, ...], int]:
         if not runs:
             return (), 0
         keys = _keys_of_runs_sql(len(runs))
+        # no incremental merging of index segments during the bulk insert (30% of its time; searches
+        # measured as fast without it); FTS5's own threshold still merges when a level fills up
+        bulk.execute(f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}, rank) VALUES ('automerge', 0)")
         bulk.execute(f"INSERT INTO {FTS_TABLE} (rowid, wording) SELECT id, wording FROM transactions "
                      f"WHERE last_changed_run IN ({keys}) AND first_run IN ({keys})", [*runs, *runs])
         rows = int(bulk.scalar("SELECT changes()"))
+        bulk.execute(f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}, rank) VALUES ('automerge', {FTS_AUTOMERGE})")
         bulk.execute("DELETE FROM pending_enrichment WHERE kind = ?", (SEARCH,))
     logger.info("indexed %d wordings for search (runs %s)", rows, list(runs))
     return runs, rows
@@ -1478,6 +1485,7 @@ def break_run_lock(db: sqlite_utils.Database) -> dict | None:
 # the full-text index and its triggers, the ambiguous_wordings table and the indexes
 # the canned queries need are schema version 2 (_SCHEMA_V2 above).
 FTS_TABLE = "transactions_fts"
+FTS_AUTOMERGE = 4  # FTS5's default: the index's other writers (triggers) merge segments as usual
 BROWSE_VIEWS: tuple[str, ...] = ("enriched_transactions", "tag_summary", "annotation_summary", "run_summary")
 #: A ``running`` run older than this is taken as dead (its process crashed before ``end``).
 RUNNING_STALE_AFTER_HOURS = 24.0

@@ -300,6 +300,8 @@ def test_full_text_index_follows_upserts_from_the_bulk_load(store):
     load("F/1", [(2, 1, 100, "CARTE TAXI Paris"), (3, 2, -500, "PRLV Société Générale"), (4, 3, 0, "VIR TOTO")])
     assert search("taxi") == [] and "F/1" in store(storage.fts_problem)  # new rows: indexed in bulk, next
     assert storage.index_wordings(store.path) == (("F/1",), 3)
+    # segment merging, paused for the bulk insert, is back to FTS5's default for every other writer
+    assert store.rows("SELECT v FROM transactions_fts_config WHERE k = 'automerge'") == [(storage.FTS_AUTOMERGE,)]
     assert search("taxi") == [1] and search("generale") == [2] and search("toto") == [3]
     stats = load("F/2", [(2, 1, 100, "CARTE UBER Paris"), (3, 2, -900, "PRLV Société Générale"),
                          (4, 3, 0, "VIR TOTO"), (5, 4, 7, "taxi retour")])

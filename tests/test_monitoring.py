@@ -29,7 +29,7 @@ def test_a_clean_run_records_the_ledger_and_passes_every_check(tmp_path):
     assert CRITICAL_CHECKS <= set(checks) and all(checks.values())
     assert {"volume", "drift_tagging", "drift_annotations", "amount_outliers"} <= set(checks)
     steps = result.query("SELECT step, status, duration_s FROM step_runs WHERE run_id = ?", (run_id,))
-    assert len(steps) == 6 and all(status == "succeeded" and duration >= 0 for _, status, duration in steps)
+    assert len(steps) == 7 and all(status == "succeeded" and duration >= 0 for _, status, duration in steps)
 
 
 def test_annotations_deleted_between_two_runs_fail_the_next_run_and_alert(tmp_path):

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from enrich import generate, storage
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+from enrich.paths import PROJECT_DIR  # noqa: E402
 
 
 @dataclass(frozen=True)

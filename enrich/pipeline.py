@@ -27,8 +27,7 @@ from enrich.alerts import AlertResult, Failure, compose_failure_message, load_tw
 
 logger = logging.getLogger(__name__)
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-BUNDLED_TRANSACTIONS = PROJECT_DIR / "data" / "transactions.csv"
+from enrich.paths import BUNDLED_TRANSACTIONS, PROJECT_DIR  # noqa: E402,F401 - re-exported
 
 
 @dataclass(frozen=True)

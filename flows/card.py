@@ -14,13 +14,19 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from metaflow import current
 from metaflow.cards import Markdown, Table, ValueBox, VegaChart
 
-from enrich import pipeline, report as run_report, storage
-from enrich.report import (RunReport, format_cents, format_duration, format_number, format_time,
-                          markdown_literal)
+from flows import lazy_module
+
+if TYPE_CHECKING:
+    from enrich.report import RunReport
+
+pipeline = lazy_module("enrich.pipeline")
+run_report = lazy_module("enrich.report")
+storage = lazy_module("enrich.storage")
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +57,8 @@ def draw_run_report(database: Path, run_id: str, *, task_will_fail: bool = False
     # a value a card component refuses (TypeError, ValueError)
     except (run_report.ReportError, storage.StorageError, sqlite3.Error, OSError, TypeError, ValueError) as exc:
         logger.error("run report not drawn for %s: %s: %s", run_id, type(exc).__name__, exc)
-        card.append(Markdown(f"# Run report unavailable\n\n{markdown_literal(run_id)}: "
-                             f"{markdown_literal(f'{type(exc).__name__}: {exc}')}"))
+        card.append(Markdown(f"# Run report unavailable\n\n{run_report.markdown_literal(run_id)}: "
+                             f"{run_report.markdown_literal(f'{type(exc).__name__}: {exc}')}"))
     if task_will_fail:
         _render_before_failing(card)
     return drawn
@@ -84,13 +90,13 @@ def render_run_card(card, report: RunReport) -> None:
     components.append(Markdown("## Anomalies, largest amounts first: "
                                + _sample_title(len(report.anomalies_sample), None, report.sample_limit)))
     if report.anomalies_sample:
-        components.append(Table([[str(a["transaction_id"]), format_cents(a["amount_cents"]), _clip(a["wording"]),
+        components.append(Table([[str(a["transaction_id"]), run_report.format_cents(a["amount_cents"]), _clip(a["wording"]),
                                   _clip(a["kind"]), _clip(a["detail"])] for a in report.anomalies_sample],
                                 headers=["id", "amount", "wording", "kind", "detail"]))
 
     if report.alerts:
         components += [Markdown("## Alerts"),
-                       Table([[format_time(a.created_at), a.channel, a.status, _clip(a.error)] for a in report.alerts],
+                       Table([[run_report.format_time(a.created_at), a.channel, a.status, _clip(a.error)] for a in report.alerts],
                              headers=["sent at", "channel", "status", "error"])]
     card.extend(components)
 
@@ -108,17 +114,17 @@ def _value_boxes(report: RunReport) -> Table:
          ValueBox(title="checks failed", value=f"{len(failed)} of {len(report.checks)}",
                   change_indicator=f"{critical} critical" if failed else "all passed",
                   theme="danger" if critical else "warning" if failed else "success"),
-         ValueBox(title="duration", value=format_duration(duration.value), change_indicator=_change_text(duration))],
-        [ValueBox(title="rows read", value=format_number(rows_read.value), change_indicator=_change_text(rows_read)),
-         ValueBox(title="rows loaded", value=format_number(loaded.value), change_indicator=_change_text(loaded)),
-         ValueBox(title="rows rejected", value=format_number(rejected.value), change_indicator=_change_text(rejected),
+         ValueBox(title="duration", value=run_report.format_duration(duration.value), change_indicator=_change_text(duration))],
+        [ValueBox(title="rows read", value=run_report.format_number(rows_read.value), change_indicator=_change_text(rows_read)),
+         ValueBox(title="rows loaded", value=run_report.format_number(loaded.value), change_indicator=_change_text(loaded)),
+         ValueBox(title="rows rejected", value=run_report.format_number(rejected.value), change_indicator=_change_text(rejected),
                   theme="warning" if rejected.value else None)],
     ])
 
 
 def _run_table(report: RunReport) -> Table:
-    rows = [["run", report.run_id], ["status", report.status], ["started", format_time(report.started_at)],
-            ["finished", format_time(report.finished_at)], ["user", _clip(report.user)],
+    rows = [["run", report.run_id], ["status", report.status], ["started", run_report.format_time(report.started_at)],
+            ["finished", run_report.format_time(report.finished_at)], ["user", _clip(report.user)],
             ["input", _clip(report.input_path)], ["tag matching", _clip(report.match_mode)],
             ["previous run", f"{report.previous_run_id} ({report.previous_status})" if report.previous_run_id
              else "none (first run in this database)"]]
@@ -144,14 +150,14 @@ def _steps_table(report: RunReport) -> Table:
     if not report.steps:
         return Table([["no step attempts were recorded for this run"]], headers=["steps"])
     return Table([[s.step, str(s.retry + 1), "in progress" if s.status == "running" else s.status,
-                   format_duration(s.duration_s), _clip(s.error)]
+                   run_report.format_duration(s.duration_s), _clip(s.error)]
                   for s in report.steps], headers=["step", "attempt", "status", "duration", "error"])
 
 
 def _fmt(figure, value, signed: bool = False) -> str:
     if figure.key == "duration_s" and value is not None:
-        return ("+" if signed and value > 0 else "-" if value < 0 else "") + format_duration(abs(value))
-    return format_number(value, signed=signed)
+        return ("+" if signed and value > 0 else "-" if value < 0 else "") + run_report.format_duration(abs(value))
+    return run_report.format_number(value, signed=signed)
 
 
 def _change_text(figure) -> str:
@@ -161,7 +167,7 @@ def _change_text(figure) -> str:
         return "same as previous run"
     if figure.key == "duration_s":
         return f"{_fmt(figure, figure.delta, signed=True)} vs previous run"
-    return f"{format_number(figure.delta, signed=True)} vs previous run"
+    return f"{run_report.format_number(figure.delta, signed=True)} vs previous run"
 
 
 def _vs_previous_status(report: RunReport) -> str:

@@ -17,10 +17,16 @@ if __name__ == "__main__":
 
 from metaflow import FlowSpec, Parameter, card, current, exit_hook, step
 
-from enrich import checks, pipeline, runlock  # noqa: E402
+from enrich.paths import BUNDLED_TRANSACTIONS  # noqa: E402
+from flows import lazy_module
 from flows.card import draw_run_report
 from flows.guards import (BRANCH_LOCAL_ARTIFACTS, RunFailed, choose_failing_step, database_of,
                           guarded, inherited_failures)
+
+# the domain package, imported by the steps that use it (not by Metaflow's launcher or card renderer)
+checks = lazy_module("enrich.checks")
+pipeline = lazy_module("enrich.pipeline")
+runlock = lazy_module("enrich.runlock")
 
 
 @exit_hook(on_error=["flows.guards.alert_on_crash"])
@@ -36,7 +42,7 @@ class TransactionEnrichmentFlow(FlowSpec):
          (read from the database, tagged in pandas) and the annotations (in SQL, in place) of new
          and changed rows, and add new wordings to the full-text index, each written in one
          transaction; the branches are independent, a failure in one never stops the others.
-      4. join: gather both branches, then run the data checks over the whole database
+      4. join: gather the three branches, then run the data checks over the whole database
          (accounting, control total, completeness, integrity, reject ratio, volume, drift, outliers).
       5. end: the failure check: one SMS listing every failure and failed critical check,
          then a non-zero exit.
@@ -45,7 +51,7 @@ class TransactionEnrichmentFlow(FlowSpec):
     one place (flows/guards.py).
     """
 
-    transactions = Parameter("transactions", default=str(pipeline.BUNDLED_TRANSACTIONS),
+    transactions = Parameter("transactions", default=str(BUNDLED_TRANSACTIONS),
                              help="CSV file of transactions (id, amount, wording).")
     database = Parameter("database", default="database.db", help="SQLite database file to write.")
     # "tags" is a name Metaflow reserves: the parameter is --tag-list, and algorithm.py

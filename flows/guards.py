@@ -11,7 +11,7 @@
   - records a caught failure in the ``failures`` artifact that ``end`` reads,
   - makes sure the run holds the database's run lock before a writing step
     (:mod:`enrich.runlock`: the first step takes it, a second run fails at once),
-  - does not let ``@retry`` repeat a permanent error (:data:`PERMANENT_ERRORS`:
+  - does not let ``@retry`` repeat a permanent error (:func:`permanent_errors`:
     malformed input, bad tag list, an unusable database, a held lock): the
     failure is recorded and the step ends, so the ledger shows one attempt.
 * :func:`alert_on_crash`, the ``@exit_hook`` backstop that alerts when the run
@@ -24,14 +24,24 @@ import random
 import time
 from pathlib import Path
 
+import functools
+from typing import TYPE_CHECKING
+
 from metaflow import FlowMutator, current, user_step_decorator
 from metaflow.exception import MetaflowException
 
-from enrich import pipeline, runlock, storage
-from enrich.alerts import Failure
-from enrich.ingest import InputFileError
-from enrich.tagging import TagListError
 from enrich.logs import configure_logging
+from flows import lazy_module
+
+if TYPE_CHECKING:
+    from enrich.alerts import Failure
+
+alerts = lazy_module("enrich.alerts")
+ingest = lazy_module("enrich.ingest")
+pipeline = lazy_module("enrich.pipeline")
+runlock = lazy_module("enrich.runlock")
+storage = lazy_module("enrich.storage")
+tagging = lazy_module("enrich.tagging")
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +51,14 @@ CATCH_VAR = "caught_exception"
 UNCAUGHT_STEPS = ("end",)
 ALWAYS_RUN_STEPS = ("join", "end")
 BRANCH_LOCAL_ARTIFACTS = ("failures", CATCH_VAR, "_catch_exception", "figures")
-#: Errors that the same attempt repeated a moment later would hit again: not retried.
-PERMANENT_ERRORS = (InputFileError, TagListError, storage.RunLockHeld, runlock.RunAbandoned,
-                    storage.DatabaseReadOnly, storage.StorageFull, storage.NotADatabase,
-                    storage.CannotOpenDatabase, storage.DatabaseDirectoryMissing, storage.SchemaTooNew)
+
+
+@functools.cache
+def permanent_errors() -> tuple[type[Exception], ...]:
+    """Errors that the same attempt repeated a moment later would hit again: not retried."""
+    return (ingest.InputFileError, tagging.TagListError, storage.RunLockHeld, runlock.RunAbandoned,
+            storage.DatabaseReadOnly, storage.StorageFull, storage.NotADatabase,
+            storage.CannotOpenDatabase, storage.DatabaseDirectoryMissing, storage.SchemaTooNew)
 
 
 class SimulatedFailure(Exception):
@@ -80,7 +94,7 @@ def inherited_failures(flow, inputs) -> list[Failure]:
         caught = getattr(source, CATCH_VAR, None)
         if caught is not None and not getattr(source, "failures", None):
             # the step failed outside the wrapper's reach (e.g. a crash handled by @catch's fallback)
-            seen.setdefault(Failure("upstream", type(caught).__name__, str(caught)), None)
+            seen.setdefault(alerts.Failure("upstream", type(caught).__name__, str(caught)), None)
     return list(seen)
 
 
@@ -122,7 +136,7 @@ def guard(step_name, flow, inputs):
             runlock.hold(ledger.database, ledger.run_id, current.username)
     except Exception as exc:
         _record_failure(flow, failures, ledger, exc)
-        if not isinstance(exc, PERMANENT_ERRORS):
+        if not isinstance(exc, permanent_errors()):
             raise
         yield {}  # permanent: the step is skipped (nothing written), not retried
         return
@@ -130,7 +144,7 @@ def guard(step_name, flow, inputs):
         yield _raise_simulated if simulated_target(flow) == step_name else None
     except Exception as exc:
         _record_failure(flow, failures, ledger, exc)
-        if step_name in UNCAUGHT_STEPS or not isinstance(exc, PERMANENT_ERRORS):
+        if step_name in UNCAUGHT_STEPS or not isinstance(exc, permanent_errors()):
             raise
         return  # permanent: swallowed so that @retry does not repeat it; later steps skip, end alerts
     ledger.attempt("succeeded")
@@ -139,9 +153,9 @@ def guard(step_name, flow, inputs):
 
 def _record_failure(flow, failures: list[Failure], ledger: "_Ledger", exc: Exception) -> None:
     """Record the step's failure in the ``failures`` artifact and the ledger."""
-    if isinstance(exc, PERMANENT_ERRORS):
+    if isinstance(exc, permanent_errors()):
         logger.error("%s failed (%s, permanent: not retried): %s", ledger.step, type(exc).__name__, exc)
-    flow.failures = failures + [Failure(ledger.step, type(exc).__name__, str(exc))]
+    flow.failures = failures + [alerts.Failure(ledger.step, type(exc).__name__, str(exc))]
     ledger.attempt("failed", exc)
 
 
@@ -203,9 +217,9 @@ def alert_on_crash(run=None) -> None:
     runlock.release(database, run.pathspec)  # end did not get to release it
     if _alert_sent(run):
         return
-    failed = [Failure(step.id, "TaskFailed", f"task {task.id} did not finish")
+    failed = [alerts.Failure(step.id, "TaskFailed", f"task {task.id} did not finish")
               for step in run for task in step if not task.successful]
-    failed = failed or [Failure("run", "RunFailed", "the run stopped before its failure check")]
+    failed = failed or [alerts.Failure("run", "RunFailed", "the run stopped before its failure check")]
     flow_name, run_number = run.pathspec.split("/")
     pipeline.alert_failures(database, flow_name, run_number, failed)
 

@@ -25,7 +25,7 @@ import pytest
 
 from enrich import runlock, storage
 from enrich.generate import write_csv as generate_csv
-from flows.guards import PERMANENT_ERRORS
+from flows.guards import permanent_errors
 from tests.flow_support import SMALL, run_flow, write_csv
 
 FLOW = "TransactionEnrichmentFlow"
@@ -139,7 +139,7 @@ def test_a_read_only_disk_is_refused_clearly_and_kept(tmp_path):
         for target in (path, mount / "new.db"):
             with pytest.raises(storage.StorageError) as caught:
                 storage.connect(target).close()
-            assert isinstance(caught.value, PERMANENT_ERRORS)
+            assert isinstance(caught.value, permanent_errors())
             assert_clear(caught.value, target, "read-only")
         with pytest.raises(storage.StorageError):
             runlock.hold(path, f"{FLOW}/2", "bob", pid=os.getpid())
@@ -213,7 +213,7 @@ def test_a_database_still_locked_after_the_busy_timeout_is_a_transient_error(db_
         other.execute("ROLLBACK")
         other.close()
     assert_clear(caught.value, db_path, "stayed locked by another writer", "Run again")
-    assert not isinstance(caught.value, PERMANENT_ERRORS)
+    assert not isinstance(caught.value, permanent_errors())
 
 
 # --------------------------------------------------------------------------- schema versions
@@ -271,7 +271,7 @@ def test_every_unusable_database_condition_is_permanent():
     for error in (storage.DatabaseReadOnly, storage.StorageFull, storage.NotADatabase,
                   storage.CannotOpenDatabase, storage.DatabaseDirectoryMissing, storage.SchemaTooNew,
                   storage.RunLockHeld):
-        assert issubclass(error, storage.StorageError) and issubclass(error, PERMANENT_ERRORS)
+        assert issubclass(error, storage.StorageError) and issubclass(error, permanent_errors())
 
 
 # --------------------------------------------------------------------------- through the flow

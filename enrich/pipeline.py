@@ -412,18 +412,32 @@ def run_started(settings: RunSettings, user: str) -> dict[str, object]:
             "tags_sha256": settings.tag_list.fingerprint, "match_mode": settings.tag_list.mode}
 
 
-def load_figures(stats: storage.LoadStats, transactions: Path | None = None) -> dict[str, object]:
-    """The ledger figures of a loaded batch, with the input file's size and SHA-256 when given."""
+def load_figures(stats: storage.LoadStats, input_file: tuple[str, int] | None = None) -> dict[str, object]:
+    """The ledger figures of a loaded batch, with the input file's SHA-256 and size when given."""
     figures: dict[str, object] = {name: value for name, value in vars(stats).items()
                                   if name in storage.RUN_FIELDS}
-    if transactions is None:
+    if input_file is None:
         return figures
+    return {**figures, "input_sha256": input_file[0], "input_bytes": input_file[1]}
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    """SHA-256 (hex) and size of a file, read in 8 MiB blocks."""
     digest, size = hashlib.sha256(), 0
-    with transactions.open("rb") as handle:
+    with path.open("rb") as handle:
         while block := handle.read(8 * 1024 * 1024):
             digest.update(block)
             size += len(block)
-    return {**figures, "input_sha256": digest.hexdigest(), "input_bytes": size}
+    return digest.hexdigest(), size
+
+
+def ingest_with_figures(settings: RunSettings) -> tuple[storage.LoadStats, dict[str, object]]:
+    """:func:`ingest_batch`, and the ledger figures of the batch and of its file, whose SHA-256 is
+    computed in a thread meanwhile (hashing releases the GIL; the load is mostly SQLite's)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest") as pool:
+        digest = pool.submit(file_digest, settings.transactions)
+        stats = ingest_batch(settings)
+        return stats, load_figures(stats, digest.result())
 
 
 def finish(database: Path, run_id: str, status: str) -> None:

@@ -651,20 +651,23 @@ def load_batch(database: str | Path, run_id: str, chunks: Iterable) -> LoadStats
     # construction, and their per-row look-ups are skipped
     with bulk_connection(database, enforce_foreign_keys=False) as bulk, _bulk_transaction(bulk):
         _create_staging(bulk)
-        rows_read, order = 0, _IdOrder()
+        rows_read, staged, in_file, order = 0, 0, 0, _IdOrder()
         for chunk in chunks:
             rows_read += len(chunk.valid) + len(chunk.rejected)
+            staged += len(chunk.valid)
+            in_file += int(chunk.valid["amount_cents"].sum())
             order.add(chunk.valid["id"].to_numpy())
             _stage_chunk(bulk, chunk.valid, chunk.rejected)
-        conflicts = _reject_conflicting_duplicates(bulk, order)
-        rows_loaded, in_file = bulk.row(_batch_totals_sql())
-        existing = bulk.scalar(_count_existing_sql()) if bulk.scalar(_any_transaction_sql()) else 0
+        conflicts, dropped, dropped_cents = _reject_conflicting_duplicates(bulk, order)
+        rows_loaded, in_file = staged - dropped, in_file - dropped_cents  # every id once now
+        stored_before = bulk.scalar(_count_transactions_sql())
         # new rows are indexed for search by the index_wordings step, in bulk: the per-row insert
         # trigger is dropped for this statement only, inside the transaction (no other connection
         # ever sees it missing); updates of indexed rows still go through their trigger
         bulk.execute("DROP TRIGGER transactions_fts_insert")
         bulk.execute(_upsert_batch_sql(in_id_order=order.nearly_sorted), (_run_key(bulk, run_id),))
         changed = bulk.scalar("SELECT changes()")
+        existing = rows_loaded - (bulk.scalar(_count_transactions_sql()) - stored_before)  # loaded minus inserted
         bulk.execute(_FTS_INSERT_TRIGGER)
         stored = bulk.scalar(_stored_total_sql())
         bulk.execute("DELETE FROM rejected_rows WHERE run_id = ?", (run_id,))
@@ -693,7 +696,7 @@ def _create_staging(bulk: _BulkCursor) -> None:
 
 
 def _drop_staging(bulk: _BulkCursor) -> None:
-    for table in ("staging", "staging_rejected", "conflicts", "late_ids", "dup_rows"):
+    for table in ("staging", "staging_rejected", "conflicts", "late_ids", "dup_rows", "dropped"):
         bulk.execute(f"DROP TABLE IF EXISTS temp.{table}")
 
 
@@ -707,8 +710,10 @@ def _stage_chunk(bulk: _BulkCursor, valid: pd.DataFrame, rejected: pd.DataFrame)
                     temporary=True)
 
 
-def _reject_conflicting_duplicates(bulk: _BulkCursor, order: "_IdOrder") -> int:
+def _reject_conflicting_duplicates(bulk: _BulkCursor, order: "_IdOrder") -> tuple[int, int, int]:
     """Drop the repeated lines of identical duplicates; reject every line of a conflicting id.
+
+    Returns the conflicting ids, and the lines dropped from staging and the sum of their amounts.
 
     The lines of repeated ids are gathered into ``temp.dup_rows`` first: when the file's
     ids come in order but for a few late ones (the usual export, maybe with re-sent rows
@@ -716,7 +721,7 @@ def _reject_conflicting_duplicates(bulk: _BulkCursor, order: "_IdOrder") -> int:
     without sorting it; otherwise staging is indexed by id and grouped.
     """
     if not order.late_count:
-        return 0  # ids strictly ascending: every id once, nothing to pair
+        return 0, 0, 0  # ids strictly ascending: every id once, nothing to pair
     if order.nearly_sorted:
         bulk.execute("CREATE TEMP TABLE late_ids (id INTEGER PRIMARY KEY)")
         bulk.ingest("late_ids", pa.table({"id": pa.array(order.late_ids(), pa.int64())}), temporary=True)
@@ -728,7 +733,7 @@ def _reject_conflicting_duplicates(bulk: _BulkCursor, order: "_IdOrder") -> int:
         WHERE id IN ({repeated})""")
     bulk.execute("DELETE FROM temp.dup_rows WHERE id IN (SELECT id FROM temp.dup_rows GROUP BY id HAVING COUNT(*) = 1)")
     if not bulk.scalar("SELECT COUNT(*) FROM temp.dup_rows"):
-        return 0
+        return 0, 0, 0
     bulk.execute("""CREATE TEMP TABLE conflicts AS
         SELECT id, group_concat(line, ', ') AS lines FROM (
             SELECT d.id, d.line FROM temp.dup_rows d WHERE d.id IN (
@@ -745,25 +750,16 @@ def _reject_conflicting_duplicates(bulk: _BulkCursor, order: "_IdOrder") -> int:
                     || c.lines || '; fix the file and load it again'
         FROM temp.dup_rows d JOIN temp.conflicts c ON c.id = d.id""")
     # every line of a conflicting id goes; of an identical duplicate, all but the first
-    bulk.execute("""DELETE FROM temp.staging WHERE line IN (
-        SELECT line FROM temp.dup_rows WHERE id IN (SELECT id FROM temp.conflicts)
-        UNION ALL
-        SELECT line FROM temp.dup_rows WHERE id NOT IN (SELECT id FROM temp.conflicts)
-            AND line NOT IN (SELECT MIN(line) FROM temp.dup_rows GROUP BY id))""")
-    return int(bulk.scalar("SELECT COUNT(*) FROM temp.conflicts"))
+    bulk.execute("""CREATE TEMP TABLE dropped AS SELECT line, amount_cents FROM temp.dup_rows
+        WHERE id IN (SELECT id FROM temp.conflicts)
+           OR line NOT IN (SELECT MIN(line) FROM temp.dup_rows GROUP BY id)""")
+    bulk.execute("DELETE FROM temp.staging WHERE line IN (SELECT line FROM temp.dropped)")
+    dropped, cents = bulk.row("SELECT COUNT(*), COALESCE(SUM(amount_cents), 0) FROM temp.dropped")
+    return int(bulk.scalar("SELECT COUNT(*) FROM temp.conflicts")), int(dropped), int(cents)
 
 
-def _batch_totals_sql() -> str:
-    # after _reject_conflicting_duplicates every id appears once in staging
-    return "SELECT COUNT(*), COALESCE(SUM(amount_cents), 0) FROM temp.staging"
-
-
-def _any_transaction_sql() -> str:
-    return "SELECT EXISTS (SELECT 1 FROM transactions)"
-
-
-def _count_existing_sql() -> str:
-    return "SELECT COUNT(*) FROM temp.staging s WHERE EXISTS (SELECT 1 FROM transactions t WHERE t.id = s.id)"
+def _count_transactions_sql() -> str:
+    return "SELECT COUNT(*) FROM transactions"  # (SQLite counts the smallest index's entries)
 
 
 class _IdOrder:

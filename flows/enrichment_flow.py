@@ -80,8 +80,7 @@ class TransactionEnrichmentFlow(FlowSpec):
     @step
     def ingest(self):
         """Parse and validate the CSV, then load it as one batch: upsert by id, quarantine bad rows."""
-        self.load_stats = pipeline.ingest_batch(self.settings)
-        self.figures = pipeline.load_figures(self.load_stats, self.settings.transactions)
+        self.load_stats, self.figures = pipeline.ingest_with_figures(self.settings)
         self.next(self.tag_transactions, self.annotate_transactions, self.index_wordings)
 
     @step

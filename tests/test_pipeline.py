@@ -102,3 +102,12 @@ def test_finish_on_an_unusable_database_logs_instead_of_raising(tmp_path, caplog
     pipeline.finish(not_a_database, "F/1", "failed")
     assert "could not be closed" in caplog.text and str(not_a_database) in caplog.text
     assert not_a_database.read_bytes() == b"not a database" * 200
+
+
+def test_ingest_figures_carry_the_input_files_digest_and_size(tmp_path, csv):
+    import hashlib
+
+    stats, figures = pipeline.ingest_with_figures(settings(tmp_path, "1", csv))
+    data = csv.read_bytes()
+    assert figures["input_sha256"] == hashlib.sha256(data).hexdigest() and figures["input_bytes"] == len(data)
+    assert (figures["rows_read"], figures["rows_loaded"]) == (stats.rows_read, stats.rows_loaded) == (3, 3)

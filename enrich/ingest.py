@@ -107,7 +107,9 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import re
+import threading
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -1400,8 +1402,9 @@ def read_chunks(
     :class:`MissingColumnError`): the path and the header are checked by this
     call itself, before it returns the iterator, so nothing is ever yielded
     for a file with a bad header.  Chunks without any record are not yielded.
-    While the caller handles a chunk, the next ones are validated in
-    background threads (numpy and pyarrow release the GIL).
+    While the caller handles a chunk, the next ones are framed and validated in
+    background threads (numpy and pyarrow release the GIL), at most
+    :data:`PREFETCH_CHUNKS` framed chunks ahead.
     """
     if chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be at least 1, got {chunk_bytes}")
@@ -1410,7 +1413,56 @@ def read_chunks(
     name = os.fsdecode(os.fspath(path))
     with _open(name) as stream:
         _read_header(name, _reader(name, stream), _HEADER_PROBE_BYTES, max_record_bytes)
-    return _iter_chunks(name, chunk_bytes, max_record_bytes)
+    return _prefetch(_iter_chunks(name, chunk_bytes, max_record_bytes), PREFETCH_CHUNKS)
+
+
+#: Parsed chunks kept ready ahead of the caller (memory: that many chunks more).
+PREFETCH_CHUNKS = 2
+_DONE = object()
+
+
+def _prefetch(chunks: Iterator[ParsedChunk], depth: int) -> Iterator[ParsedChunk]:
+    """``chunks``, produced in a thread up to ``depth`` ahead of the caller.
+
+    Framing a block (finding its records' bounds) is Python-driven numpy work: in a
+    thread of its own it overlaps with what the caller does with the previous chunk
+    (the database load, in SQLite, releases the GIL). An error of the producer is
+    raised in the caller; a caller that stops early stops the producer, which closes
+    ``chunks`` (its file and workers) in its own thread.
+    """
+    handoff: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if not offer(chunk):
+                    return
+            offer(_DONE)
+        except Exception as exc:  # noqa: BLE001 - handed over to the caller, raised there
+            offer(exc)
+        finally:
+            chunks.close()
+
+    producer = threading.Thread(target=produce, name="ingest-framing", daemon=True)
+    producer.start()
+    try:
+        while (item := handoff.get()) is not _DONE:
+            if isinstance(item, Exception):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        producer.join()
 
 
 def _reader(name: str, stream: BinaryIO) -> Callable[[int], bytes]:

@@ -6,6 +6,7 @@ import contextlib
 import csv
 import itertools
 import re
+import threading
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -557,6 +558,37 @@ def test_chunks_are_streamed(tmp_path: Path) -> None:
     first = next(gen)
     assert 0 < first.rows_read < 5000
     gen.close()
+
+
+def reader_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(("ingest-framing", "ingest_"))]
+
+
+def test_a_caller_that_stops_early_stops_the_reading_thread(tmp_path: Path) -> None:
+    path = write(tmp_path, HEADER + b"".join(b"%d,1,x\n" % i for i in range(1, 50001)))
+    gen = read_chunks(path, chunk_bytes=1000)
+    next(gen)
+    assert reader_threads()  # framing the next chunks meanwhile
+    gen.close()
+    assert reader_threads() == []  # stopped, its file and workers closed
+
+
+def test_an_error_while_reading_ahead_reaches_the_caller_after_the_good_chunks(tmp_path: Path) -> None:
+    path = write(tmp_path, HEADER + b"".join(b"%d,1,x\n" % i for i in range(1, 5001)))
+    built = ingest._build_chunk
+    calls = iter(range(1_000))
+
+    def failing_on_the_third(*args, **kwargs):
+        if next(calls) == 2:
+            raise ingest.InputFileError(f"{path}: read error (simulated). Check the file and retry.")
+        return built(*args, **kwargs)
+
+    with mock.patch.object(ingest, "_build_chunk", failing_on_the_third):
+        gen = read_chunks(path, chunk_bytes=1000)
+        good = [next(gen), next(gen)]
+        with pytest.raises(ingest.InputFileError, match="simulated"):
+            next(gen)
+    assert all(chunk.rows_read for chunk in good) and reader_threads() == []
 
 
 # --------------------------------------------------------------------------- file-level errors

@@ -1154,16 +1154,24 @@ def annotation_case_sql(column: str = "amount_cents") -> str:
     return f"CASE {' '.join(branches)} ELSE NULL END"
 
 
-def annotation_discrepancies(db: sqlite_utils.Database) -> dict[str, int]:
-    """Over the whole database: annotations missing, wrong, or present on a zero amount."""
+def annotation_discrepancies(db: sqlite_utils.Database, ids: tuple[int, int] | None = None) -> dict[str, int]:
+    """Over the whole database (or the ids from ``ids[0]`` to ``ids[1]``, inclusive): annotations
+    missing, wrong, or present on a zero amount."""
     expected = annotation_case_sql("t.amount_cents")
     row = db.execute(f"""SELECT
             SUM(a.transaction_id IS NULL AND t.amount_cents != 0),
             SUM(a.transaction_id IS NOT NULL AND t.amount_cents != 0 AND a.annotation IS NOT ({expected})),
             SUM(a.transaction_id IS NOT NULL AND t.amount_cents = 0),
             COUNT(*)
-        FROM transactions t LEFT JOIN annotations a ON a.transaction_id = t.id""").fetchone()
+        FROM transactions t LEFT JOIN annotations a ON a.transaction_id = t.id
+        WHERE t.id BETWEEN ? AND ?""", ids or (-(2**63), 2**63 - 1)).fetchone()
     return {"missing": row[0] or 0, "wrong": row[1] or 0, "unexpected": row[2] or 0, "checked": row[3]}
+
+
+def id_range(db: sqlite_utils.Database) -> tuple[int, int] | None:
+    """The smallest and largest transaction id (None when there is none)."""
+    low, high = db.execute("SELECT MIN(id), MAX(id) FROM transactions").fetchone()
+    return None if low is None else (int(low), int(high))
 
 
 def iter_stored_tags(db: sqlite_utils.Database, chunk_rows: int = READ_CHUNK_ROWS) -> Iterator[pd.DataFrame]:

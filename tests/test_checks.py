@@ -108,3 +108,13 @@ def test_critical_failures_only_lists_failed_critical_checks():
     results = [checks.check_accounting(1, 0, 0, 0), checks.check_volume(1, [100], 0.5),
                checks.check_control_total(1, 1)]
     assert [r.check_name for r in checks.critical_failures(results)] == ["accounting"]
+
+
+def test_annotation_completeness_by_id_ranges_adds_up_to_the_whole(store):
+    load(store.path, [(2, 1, 100, "a"), (3, 2, -100, "b"), (4, 3, 0, "c"), (5, 4, 40000, "d")])
+    store.rows("INSERT INTO annotations VALUES (1, 'SALE', 1), (2, 'EXPENSE', 1), (3, 'SALE', 1)")
+    whole = store(storage.annotation_discrepancies)
+    low, high = store(storage.id_range)
+    halves = [store(storage.annotation_discrepancies, (low, 2)), store(storage.annotation_discrepancies, (3, high))]
+    assert (low, high) == (1, 4) and whole == {k: sum(h[k] for h in halves) for k in whole}
+    assert halves[0] == {"missing": 0, "wrong": 1, "unexpected": 0, "checked": 2}

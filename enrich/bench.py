@@ -154,7 +154,8 @@ def markdown_row(result: dict[str, object]) -> str:
     return (f"| {result['rows']:,} | {fresh['wall_s']:.1f} s | {fresh['rows_per_s']:,} | "
             f"{fresh['peak_rss_mb']:.0f} MB | {rerun['wall_s']:.1f} s | {ratio} | "
             f"{fresh['steps_s'].get('ingest', 0):.1f} / {fresh['steps_s'].get('tag_transactions', 0):.1f} / "
-            f"{fresh['steps_s'].get('annotate_transactions', 0):.1f} / {fresh['steps_s'].get('join', 0):.1f} |"
+            f"{fresh['steps_s'].get('annotate_transactions', 0):.1f} / "
+            f"{fresh['steps_s'].get('index_wordings', 0):.1f} / {fresh['steps_s'].get('join', 0):.1f} |"
             if rerun else "")
 
 

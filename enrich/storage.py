@@ -39,6 +39,7 @@ import adbc_driver_sqlite.dbapi as adbc_sqlite
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlite_utils
 
 logger = logging.getLogger(__name__)
@@ -651,16 +652,20 @@ def load_batch(database: str | Path, run_id: str, chunks: Iterable) -> LoadStats
     # construction, and their per-row look-ups are skipped
     with bulk_connection(database, enforce_foreign_keys=False) as bulk, _bulk_transaction(bulk):
         _create_staging(bulk)
-        rows_read, staged, in_file, order = 0, 0, 0, _IdOrder()
+        stored_before = bulk.scalar(_count_transactions_sql())
+        rows_read, valid, in_file, order, same_cents = 0, 0, 0, _IdOrder(), 0
         for chunk in chunks:
             rows_read += len(chunk.valid) + len(chunk.rejected)
-            staged += len(chunk.valid)
+            valid += len(chunk.valid)
             in_file += int(chunk.valid["amount_cents"].sum())
-            order.add(chunk.valid["id"].to_numpy())
-            _stage_chunk(bulk, chunk.valid, chunk.rejected)
-        conflicts, dropped, dropped_cents = _reject_conflicting_duplicates(bulk, order)
-        rows_loaded, in_file = staged - dropped, in_file - dropped_cents  # every id once now
-        stored_before = bulk.scalar(_count_transactions_sql())
+            late = order.add(chunk.valid["id"].to_numpy())
+            same = _same_as_stored(bulk, chunk.valid, ~late) if stored_before else np.zeros(len(late), bool)
+            _stage_chunk(bulk, chunk.valid[~same], chunk.rejected)
+            if same.any():
+                _record_unchanged(bulk, chunk.valid[same])
+                same_cents += int(chunk.valid["amount_cents"].to_numpy()[same].sum())
+        conflicts, dropped, dropped_cents, dropped_same_cents = _reject_conflicting_duplicates(bulk, order)
+        rows_loaded, in_file = valid - dropped, in_file - dropped_cents  # every id once now
         # new rows are indexed for search by the index_wordings step, in bulk: the per-row insert
         # trigger is dropped for this statement only, inside the transaction (no other connection
         # ever sees it missing); updates of indexed rows still go through their trigger
@@ -669,7 +674,9 @@ def load_batch(database: str | Path, run_id: str, chunks: Iterable) -> LoadStats
         changed = bulk.scalar("SELECT changes()")
         existing = rows_loaded - (bulk.scalar(_count_transactions_sql()) - stored_before)  # loaded minus inserted
         bulk.execute(_FTS_INSERT_TRIGGER)
-        stored = bulk.scalar(_stored_total_sql())
+        # what the database now holds for the batch's ids: the staged rows read back, plus the rows
+        # found identical to the stored ones (read in this transaction, which the upsert leaves alone)
+        stored = (bulk.scalar(_stored_total_sql()) or 0) + same_cents - dropped_same_cents
         bulk.execute("DELETE FROM rejected_rows WHERE run_id = ?", (run_id,))
         bulk.execute("INSERT INTO rejected_rows (run_id, line, raw, reason) "
                      "SELECT ?, line, raw, reason FROM temp.staging_rejected", (run_id,))
@@ -691,13 +698,58 @@ def _create_staging(bulk: _BulkCursor) -> None:
     # line is the rowid: rows stay in file order, duplicates of an id keep their first line
     bulk.execute("CREATE TEMP TABLE staging (line INTEGER PRIMARY KEY, id INTEGER NOT NULL, "
                  "amount_cents INTEGER NOT NULL, wording TEXT NOT NULL)")
+    bulk.execute("CREATE TEMP TABLE unchanged (line INTEGER PRIMARY KEY, id INTEGER NOT NULL)")
     bulk.execute("CREATE TEMP TABLE staging_rejected (line INTEGER PRIMARY KEY, raw TEXT NOT NULL, "
                  "reason TEXT NOT NULL)")
 
 
 def _drop_staging(bulk: _BulkCursor) -> None:
-    for table in ("staging", "staging_rejected", "conflicts", "late_ids", "dup_rows", "dropped"):
+    for table in ("staging", "unchanged", "staging_rejected", "conflicts", "late_ids", "dup_rows", "dropped"):
         bulk.execute(f"DROP TABLE IF EXISTS temp.{table}")
+
+
+def _same_as_stored(bulk: _BulkCursor, valid: pd.DataFrame, candidates: np.ndarray) -> np.ndarray:
+    """Which rows of a chunk are already stored exactly so (same id, amount and wording).
+
+    Only ``candidates`` are looked at: the rows whose id is larger than every id before it,
+    so in ascending order and seen for the first time. Their stored rows are read by id
+    range, in this (write) transaction, and compared with Arrow kernels. Sparse ids (a range
+    much wider than the rows) are not worth the read: then nothing is found the same.
+    """
+    same = np.zeros(len(valid), dtype=bool)
+    positions = np.flatnonzero(candidates)
+    if len(positions) == 0:
+        return same
+    ids = valid["id"].to_numpy()[positions]
+    low, high = int(ids[0]), int(ids[-1])  # ascending: candidates are
+    if high - low + 1 > 4 * len(ids) + 1024:
+        return same
+    stored = bulk.batches("SELECT id, amount_cents, wording FROM transactions WHERE id BETWEEN ? AND ?",
+                          (low, high)).read_all()
+    if stored.num_rows == 0:
+        return same
+    stored_ids = stored.column("id").to_numpy()
+    at = np.minimum(np.searchsorted(stored_ids, ids), len(stored_ids) - 1)
+    found = stored_ids[at] == ids
+    take = pa.array(at[found])
+    mine = positions[found]
+    wordings = pa.array(valid["wording"], from_pandas=True)  # (no copy for an Arrow-backed column)
+    if isinstance(wordings, pa.ChunkedArray):
+        wordings = wordings.combine_chunks()
+    equal = ((stored.column("amount_cents").take(take).to_numpy() == valid["amount_cents"].to_numpy()[mine])
+             & pc.equal(stored.column("wording").take(take).combine_chunks().cast(pa.large_string()),
+                        wordings.take(pa.array(mine)).cast(pa.large_string())).to_numpy(zero_copy_only=False))
+    same[mine[equal]] = True
+    return same
+
+
+_UNCHANGED_SCHEMA = pa.schema([("line", pa.int64()), ("id", pa.int64())])
+
+
+def _record_unchanged(bulk: _BulkCursor, rows: pd.DataFrame) -> None:
+    """Keep the line and id of rows found identical to the stored ones (for pairing duplicates)."""
+    bulk.ingest("unchanged", pa.Table.from_pandas(rows[["line", "id"]], schema=_UNCHANGED_SCHEMA,
+                                                  preserve_index=False), temporary=True)
 
 
 def _stage_chunk(bulk: _BulkCursor, valid: pd.DataFrame, rejected: pd.DataFrame) -> None:
@@ -710,30 +762,36 @@ def _stage_chunk(bulk: _BulkCursor, valid: pd.DataFrame, rejected: pd.DataFrame)
                     temporary=True)
 
 
-def _reject_conflicting_duplicates(bulk: _BulkCursor, order: "_IdOrder") -> tuple[int, int, int]:
+def _reject_conflicting_duplicates(bulk: _BulkCursor, order: "_IdOrder") -> tuple[int, int, int, int]:
     """Drop the repeated lines of identical duplicates; reject every line of a conflicting id.
 
-    Returns the conflicting ids, and the lines dropped from staging and the sum of their amounts.
+    The batch's lines are in ``temp.staging`` and, for those found identical to the stored
+    rows, ``temp.unchanged`` (line and id; the content is the stored row's). Returns the
+    conflicting ids, the lines dropped and the sum of their amounts, and the part of that
+    sum from ``unchanged``.
 
     The lines of repeated ids are gathered into ``temp.dup_rows`` first: when the file's
     ids come in order but for a few late ones (the usual export, maybe with re-sent rows
-    appended), only those late ids can repeat, and one scan of staging finds their lines
-    without sorting it; otherwise staging is indexed by id and grouped.
+    appended), only those late ids can repeat, and one scan finds their lines without
+    sorting; otherwise the batch's ids are grouped.
     """
     if not order.late_count:
-        return 0, 0, 0  # ids strictly ascending: every id once, nothing to pair
+        return 0, 0, 0, 0  # ids strictly ascending: every id once, nothing to pair
     if order.nearly_sorted:
         bulk.execute("CREATE TEMP TABLE late_ids (id INTEGER PRIMARY KEY)")
         bulk.ingest("late_ids", pa.table({"id": pa.array(order.late_ids(), pa.int64())}), temporary=True)
         repeated = "SELECT id FROM temp.late_ids"
     else:
-        bulk.execute("CREATE INDEX temp.staging_id ON staging(id)")
-        repeated = "SELECT id FROM temp.staging GROUP BY id HAVING COUNT(*) > 1"
-    bulk.execute(f"""CREATE TEMP TABLE dup_rows AS SELECT line, id, amount_cents, wording FROM temp.staging
-        WHERE id IN ({repeated})""")
+        repeated = ("SELECT id FROM (SELECT id FROM temp.staging UNION ALL SELECT id FROM temp.unchanged) "
+                    "GROUP BY id HAVING COUNT(*) > 1")
+    bulk.execute(f"""CREATE TEMP TABLE dup_rows AS
+        SELECT line, id, amount_cents, wording, 0 AS unchanged FROM temp.staging WHERE id IN ({repeated})
+        UNION ALL
+        SELECT u.line, u.id, t.amount_cents, t.wording, 1 FROM temp.unchanged u JOIN transactions t ON t.id = u.id
+        WHERE u.id IN ({repeated})""")
     bulk.execute("DELETE FROM temp.dup_rows WHERE id IN (SELECT id FROM temp.dup_rows GROUP BY id HAVING COUNT(*) = 1)")
     if not bulk.scalar("SELECT COUNT(*) FROM temp.dup_rows"):
-        return 0, 0, 0
+        return 0, 0, 0, 0
     bulk.execute("""CREATE TEMP TABLE conflicts AS
         SELECT id, group_concat(line, ', ') AS lines FROM (
             SELECT d.id, d.line FROM temp.dup_rows d WHERE d.id IN (
@@ -750,12 +808,14 @@ def _reject_conflicting_duplicates(bulk: _BulkCursor, order: "_IdOrder") -> tupl
                     || c.lines || '; fix the file and load it again'
         FROM temp.dup_rows d JOIN temp.conflicts c ON c.id = d.id""")
     # every line of a conflicting id goes; of an identical duplicate, all but the first
-    bulk.execute("""CREATE TEMP TABLE dropped AS SELECT line, amount_cents FROM temp.dup_rows
+    bulk.execute("""CREATE TEMP TABLE dropped AS SELECT line, amount_cents, unchanged FROM temp.dup_rows
         WHERE id IN (SELECT id FROM temp.conflicts)
            OR line NOT IN (SELECT MIN(line) FROM temp.dup_rows GROUP BY id)""")
-    bulk.execute("DELETE FROM temp.staging WHERE line IN (SELECT line FROM temp.dropped)")
-    dropped, cents = bulk.row("SELECT COUNT(*), COALESCE(SUM(amount_cents), 0) FROM temp.dropped")
-    return int(bulk.scalar("SELECT COUNT(*) FROM temp.conflicts")), int(dropped), int(cents)
+    bulk.execute("DELETE FROM temp.staging WHERE line IN (SELECT line FROM temp.dropped WHERE NOT unchanged)")
+    bulk.execute("DELETE FROM temp.unchanged WHERE line IN (SELECT line FROM temp.dropped WHERE unchanged)")
+    dropped, cents, unchanged_cents = bulk.row("SELECT COUNT(*), COALESCE(SUM(amount_cents), 0), "
+                                               "COALESCE(SUM(amount_cents * unchanged), 0) FROM temp.dropped")
+    return int(bulk.scalar("SELECT COUNT(*) FROM temp.conflicts")), int(dropped), int(cents), int(unchanged_cents)
 
 
 def _count_transactions_sql() -> str:
@@ -778,17 +838,20 @@ class _IdOrder:
         self.late_count = 0
         self._late: list[np.ndarray] = []
 
-    def add(self, ids: np.ndarray) -> None:
+    def add(self, ids: np.ndarray) -> np.ndarray:
+        """Take the next chunk's ids; return which of them are late."""
         if len(ids) == 0:
-            return
+            return np.zeros(0, dtype=bool)
         before = np.maximum.accumulate(np.concatenate(([self.maximum], ids[:-1])))
-        late = ids[ids <= before]
+        is_late = ids <= before
+        late = ids[is_late]
         self.maximum = max(self.maximum, int(ids.max()))
         self.late_count += len(late)
         if self.nearly_sorted and len(late):
             self._late.append(late)
         elif not self.nearly_sorted:
             self._late.clear()
+        return is_late
 
     @property
     def nearly_sorted(self) -> bool:

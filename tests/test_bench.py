@@ -38,9 +38,10 @@ def test_a_measured_run_reports_wall_time_memory_and_ledger_durations(tmp_path, 
 def test_markdown_row_shows_fresh_rerun_and_tag_ratio():
     result = {"rows": 1_000_000, "measures": [
         {"label": "fresh", "wall_s": 18.1, "rows_per_s": 55249, "peak_rss_mb": 556.0,
-         "steps_s": {"ingest": 4.7, "tag_transactions": 3.3, "annotate_transactions": 2.6, "join": 1.2}},
+         "steps_s": {"ingest": 4.7, "tag_transactions": 3.3, "annotate_transactions": 2.6, "index_wordings": 1.9,
+                     "join": 1.2}},
         {"label": "rerun", "wall_s": 11.6, "rows_per_s": 85985, "peak_rss_mb": 552.0, "steps_s": {}},
         {"label": "tags10000", "wall_s": 20.7, "rows_per_s": 48403, "peak_rss_mb": 565.0,
          "steps_s": {"tag_transactions": 5.61}}]}
     assert bench.markdown_row(result) == ("| 1,000,000 | 18.1 s | 55,249 | 556 MB | 11.6 s | 1.70× | "
-                                          "4.7 / 3.3 / 2.6 / 1.2 |")
+                                          "4.7 / 3.3 / 2.6 / 1.9 / 1.2 |")

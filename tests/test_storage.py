@@ -295,3 +295,67 @@ def test_late_ids_are_paired_whether_few_or_many(store, monkeypatch, late_ids_ke
     rejected = store(storage.rejected_rows, "F/1")
     assert rejected["line"].tolist() == [6, 13]
     assert all("id 5 appears with different content on lines 6, 13" in r for r in rejected["reason"])
+
+
+def reference_load(stored: dict, batch: list[tuple[int, int, int, str]]) -> dict:
+    """What loading ``batch`` (line, id, cents, wording) onto ``stored`` (id -> (cents, wording)) gives."""
+    by_id: dict[int, set] = {}
+    for _, key, cents, wording in batch:
+        by_id.setdefault(key, set()).add((cents, wording))
+    loaded = {key: next(iter(values)) for key, values in by_id.items() if len(values) == 1}
+    rejected = sum(1 for _, key, _, _ in batch if key not in loaded)
+    new = sum(1 for key in loaded if key not in stored)
+    updated = sum(1 for key, value in loaded.items() if key in stored and stored[key] != value)
+    stats = {"rows_read": len(batch), "rows_loaded": len(loaded), "rows_new": new, "rows_updated": updated,
+             "rows_unchanged": len(loaded) - new - updated, "rows_rejected": rejected,
+             "rows_duplicate": len(batch) - len(loaded) - rejected,
+             "cents_in_file": sum(c for c, _ in loaded.values()), "cents_stored": sum(c for c, _ in loaded.values())}
+    stored.update(loaded)
+    return stats
+
+
+_row = st.tuples(st.integers(1, 40), st.sampled_from([100, 250, -300]), st.sampled_from(["a", "b", "TAXI c"]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(first=st.lists(_row, max_size=50), extra=st.lists(_row, max_size=30),
+       resend=st.booleans(), ascending=st.booleans(), cut=st.integers(1, 12))
+def test_loading_twice_matches_a_reference_model(tmp_path_factory, first, extra, resend, ascending, cut):
+    """Batches with repeats, conflicts and changes, loaded onto an empty then a populated database
+    (where rows identical to the stored ones are recognised without being staged); the second
+    batch often re-sends the first with rows appended."""
+    path = tmp_path_factory.mktemp("model") / "db.db"
+    storage.connect(path).close()
+    stored: dict = {}
+    second = (first + extra) if resend else extra
+    for number, rows in enumerate((first, second), start=1):
+        if ascending:  # the usual export: ids in order, repeats appended after them
+            rows = sorted(rows[: len(rows) // 2], key=lambda r: r[0]) + rows[len(rows) // 2:]
+        batch = [(line, key, cents, wording) for line, (key, cents, wording) in enumerate(rows, start=2)]
+        chunks = [chunk(batch[i:i + cut]) for i in range(0, len(batch), cut)] or [chunk()]
+        stats = storage.load_batch(path, f"F/{number}", chunks)
+        expected = reference_load(stored, batch)
+        assert {k: getattr(stats, k) for k in expected} == expected
+        db = storage.connect(path)
+        try:
+            assert dict((k, (c, w)) for k, c, w in db.execute(
+                "SELECT id, amount_cents, wording FROM transactions")) == stored
+        finally:
+            db.close()
+
+
+def test_a_resent_batch_pairs_repeats_of_rows_found_unchanged(store):
+    rows = [(line, line - 1, line * 10, f"w{line}") for line in range(2, 12)]  # ids 1..10
+    storage.load_batch(store.path, "F/1", [chunk(rows)])
+    resent = chunk(rows[:4]), chunk(rows[4:] + [(12, 3, 40, "w4"),  # id 3 again, as stored: a duplicate
+                                                (13, 5, 51, "w5"),  # id 5 again, different: a conflict
+                                                (14, 7, 80, "w8 changed")])  # id 7: late, and a conflict
+    stats = storage.load_batch(store.path, "F/2", list(resent))
+    assert (stats.rows_read, stats.rows_loaded, stats.rows_duplicate, stats.rows_rejected) == (13, 8, 1, 4)
+    assert (stats.rows_new, stats.rows_updated, stats.rows_unchanged) == (0, 0, 8)
+    assert stats.cents_stored == stats.cents_in_file == sum(r[2] for r in rows if r[1] not in (5, 7))
+    rejected = store(storage.rejected_rows, "F/2")
+    assert rejected["line"].tolist() == [6, 8, 13, 14]  # the first lines too, though found unchanged
+    assert store.rows("SELECT id, amount_cents, wording FROM transactions WHERE id IN (5, 7) ORDER BY id") == [
+        (5, 60, "w6"), (7, 80, "w8")]  # conflicting ids keep what was stored
+    assert store(storage.pending_runs, storage.TAGS) == ("F/1",)  # nothing changed: nothing pending

@@ -1416,8 +1416,9 @@ def read_chunks(
     return _prefetch(_iter_chunks(name, chunk_bytes, max_record_bytes), PREFETCH_CHUNKS)
 
 
-#: Parsed chunks kept ready ahead of the caller (memory: that many chunks more).
-PREFETCH_CHUNKS = 2
+#: Parsed chunks kept ready ahead of the caller (memory: that many chunks more; one is enough
+#: to keep the load busy).
+PREFETCH_CHUNKS = 1
 _DONE = object()
 
 

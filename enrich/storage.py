@@ -620,8 +620,11 @@ def _bulk_error(path: Path, exc: Exception) -> StorageError:
 
 
 def _bulk_pragmas(enforce_foreign_keys: bool = True) -> tuple[str, ...]:
+    # a 128 MiB page cache: as fast as 256 MiB for 10M-row loads, and the load's process stays
+    # well under 1 GiB with the chunks being parsed alongside
     return (f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}", "PRAGMA synchronous = NORMAL",
-            f"PRAGMA foreign_keys = {'ON' if enforce_foreign_keys else 'OFF'}", "PRAGMA cache_size = -262144", "PRAGMA temp_store = FILE")
+            f"PRAGMA foreign_keys = {'ON' if enforce_foreign_keys else 'OFF'}",
+            "PRAGMA cache_size = -131072", "PRAGMA temp_store = FILE")
 
 
 @contextmanager

@@ -90,13 +90,15 @@ def render_run_card(card, report: RunReport) -> None:
     components.append(Markdown("## Anomalies, largest amounts first: "
                                + _sample_title(len(report.anomalies_sample), None, report.sample_limit)))
     if report.anomalies_sample:
-        components.append(Table([[str(a["transaction_id"]), run_report.format_cents(a["amount_cents"]), _clip(a["wording"]),
-                                  _clip(a["kind"]), _clip(a["detail"])] for a in report.anomalies_sample],
+        components.append(Table([[str(a["transaction_id"]), run_report.format_cents(a["amount_cents"]),
+                                  _clip(a["wording"]), _clip(a["kind"]), _clip(a["detail"])]
+                                 for a in report.anomalies_sample],
                                 headers=["id", "amount", "wording", "kind", "detail"]))
 
     if report.alerts:
         components += [Markdown("## Alerts"),
-                       Table([[run_report.format_time(a.created_at), a.channel, a.status, _clip(a.error)] for a in report.alerts],
+                       Table([[run_report.format_time(a.created_at), a.channel, a.status, _clip(a.error)]
+                              for a in report.alerts],
                              headers=["sent at", "channel", "status", "error"])]
     card.extend(components)
 
@@ -114,11 +116,14 @@ def _value_boxes(report: RunReport) -> Table:
          ValueBox(title="checks failed", value=f"{len(failed)} of {len(report.checks)}",
                   change_indicator=f"{critical} critical" if failed else "all passed",
                   theme="danger" if critical else "warning" if failed else "success"),
-         ValueBox(title="duration", value=run_report.format_duration(duration.value), change_indicator=_change_text(duration))],
-        [ValueBox(title="rows read", value=run_report.format_number(rows_read.value), change_indicator=_change_text(rows_read)),
-         ValueBox(title="rows loaded", value=run_report.format_number(loaded.value), change_indicator=_change_text(loaded)),
-         ValueBox(title="rows rejected", value=run_report.format_number(rejected.value), change_indicator=_change_text(rejected),
-                  theme="warning" if rejected.value else None)],
+         ValueBox(title="duration", value=run_report.format_duration(duration.value),
+                  change_indicator=_change_text(duration))],
+        [ValueBox(title="rows read", value=run_report.format_number(rows_read.value),
+                  change_indicator=_change_text(rows_read)),
+         ValueBox(title="rows loaded", value=run_report.format_number(loaded.value),
+                  change_indicator=_change_text(loaded)),
+         ValueBox(title="rows rejected", value=run_report.format_number(rejected.value),
+                  change_indicator=_change_text(rejected), theme="warning" if rejected.value else None)],
     ])
 
 

@@ -29,7 +29,8 @@ def test_a_measured_run_reports_wall_time_memory_and_ledger_durations(tmp_path, 
     assert fresh["exit_code"] == 0 and fresh["wall_s"] > 0 and fresh["rows_per_s"] > 0
     assert 50 < fresh["peak_rss_mb"] < 4096  # the largest process of the run, not the harness
     assert fresh["rows_read"] >= 300
-    assert {"start", "ingest", "tag_transactions", "annotate_transactions", "index_wordings", "join", "end"} <= set(fresh["steps_s"])
+    assert {"start", "ingest", "tag_transactions", "annotate_transactions", "index_wordings", "join",
+            "end"} <= set(fresh["steps_s"])
     assert result["machine"]["cores"] >= 1
     out = capsys.readouterr().out
     assert "fresh" in out and "300 rows" in out

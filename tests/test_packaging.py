@@ -43,7 +43,8 @@ def test_every_step_and_the_flow_have_a_docstring():
     steps = [name for name in dir(TransactionEnrichmentFlow)
              if callable(getattr(TransactionEnrichmentFlow, name, None))
              and hasattr(getattr(TransactionEnrichmentFlow, name), "is_step")]
-    assert {"start", "ingest", "tag_transactions", "annotate_transactions", "index_wordings", "join", "end"} <= set(steps)
+    assert {"start", "ingest", "tag_transactions", "annotate_transactions", "index_wordings", "join",
+            "end"} <= set(steps)
     for name in steps:
         doc = getattr(TransactionEnrichmentFlow, name).__doc__
         assert doc and len(doc.strip()) > 20, f"step {name} needs a docstring saying what it does and why"

@@ -130,7 +130,8 @@ def test_publish_replaces_rows_of_covered_runs_and_clears_them(store):
     storage.load_batch(store.path, "F/2", [chunk([(2, 1, 100, "TOTO"), (3, 2, 100, "nothing")])])
     stats = storage.publish(store.path, storage.TAGS, "F/2", [tags.iloc[:0]], ("F/2",))
     assert stats.removed == 1 and stats.written == 0
-    assert store.rows("SELECT id, tag, tag_run_id FROM enriched_transactions WHERE tag IS NOT NULL") == [(1, "TOTO", "F/1")]
+    assert store.rows("SELECT id, tag, tag_run_id FROM enriched_transactions WHERE tag IS NOT NULL") == [
+        (1, "TOTO", "F/1")]
 
 
 def test_publish_is_all_or_nothing(store):

@@ -299,6 +299,8 @@ _SCHEMA_V3: tuple[str, ...] = (
 # about 40 bytes) on every row: half the bytes of transactions, tags and annotations, and
 # of the index that finds a run's rows. The views show the run ids as before. Existing
 # rows are carried over (the tables are rebuilt: SQLite cannot retype a column in place).
+# Also: full-text indexing of a load's new rows becomes a pending kind of its own ("search",
+# see index_wordings), and the update/delete triggers leave rows not indexed yet alone.
 def _lineage_key_sql(key: str, alias: str) -> str:
     """The run id of a lineage key column, for the views."""
     return f"(SELECT k.run_id FROM run_keys k WHERE k.run_key = {key}) AS {alias}"

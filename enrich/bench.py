@@ -32,8 +32,7 @@ from datetime import date
 from pathlib import Path
 
 from enrich import generate, storage
-
-from enrich.paths import PROJECT_DIR  # noqa: E402
+from enrich.paths import PROJECT_DIR
 
 
 @dataclass(frozen=True)

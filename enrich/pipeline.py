@@ -24,10 +24,9 @@ import sqlite_utils
 
 from enrich import annotation, checks, ingest, metrics, scratch, storage, tagging
 from enrich.alerts import AlertResult, Failure, compose_failure_message, load_twilio_config, send_sms
+from enrich.paths import BUNDLED_TRANSACTIONS, PROJECT_DIR  # noqa: F401 - BUNDLED_TRANSACTIONS re-exported
 
 logger = logging.getLogger(__name__)
-
-from enrich.paths import BUNDLED_TRANSACTIONS, PROJECT_DIR  # noqa: E402,F401 - re-exported
 
 
 @dataclass(frozen=True)
@@ -81,10 +80,9 @@ def ingest_batch(settings: RunSettings) -> storage.LoadStats:
 
 def index_wordings(settings: RunSettings) -> dict[str, object]:
     """Index the wordings of newly loaded rows for full-text search, in bulk and in one transaction
-    (rows of an earlier run whose indexing failed included)."""
-    started = time.perf_counter()
+    (rows of an earlier run whose indexing failed included); the step's duration is in the ledger."""
     runs, rows = storage.index_wordings(settings.database)
-    return {"runs": list(runs), "rows": rows, "seconds": round(time.perf_counter() - started, 3)}
+    return {"runs": list(runs), "rows": rows}
 
 
 class Progress:

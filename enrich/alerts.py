@@ -30,6 +30,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from enrich.failures import Failure
 from enrich.secrets import install_redaction, redact, warn_if_world_readable
 
 try:  # twilio >= 9.4: RFC-9457 problem-details errors
@@ -92,15 +93,6 @@ class TwilioConfigError(Exception):
 
     The message names the file and the offending key(s), never a secret value.
     """
-
-
-@dataclass(frozen=True)
-class Failure:
-    """One failure of a run: a flow step that raised, or a failed check."""
-
-    step: str  #: e.g. ``"tag_transactions"`` or ``"check:completeness_annotations"``
-    error_type: str  #: e.g. ``"ValueError"``
-    message: str
 
 
 @dataclass(frozen=True)

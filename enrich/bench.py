@@ -31,7 +31,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 
-from enrich import generate, storage
+from enrich import generate
+from enrich.store import open_store
 from enrich.paths import PROJECT_DIR
 
 
@@ -103,17 +104,14 @@ def run_flow(label: str, transactions: Path, database: Path, workdir: Path,
 
 
 def _ledger(database: Path) -> tuple[int | None, dict[str, float]]:
-    db = storage.connect(database)
-    try:
-        latest = storage.latest_run(db)
-        if latest is None:
-            return None, {}
-        steps: dict[str, float] = {}
-        for attempt in storage.step_attempts(db, latest["run_id"]):
-            steps[attempt["step"]] = round(steps.get(attempt["step"], 0.0) + float(attempt["duration_s"] or 0), 2)
-        return latest["rows_read"], steps
-    finally:
-        db.close()
+    store = open_store(database, read_only=True)
+    latest = store.latest_run()
+    if latest is None:
+        return None, {}
+    steps: dict[str, float] = {}
+    for attempt in store.step_attempts(latest.run_id):
+        steps[attempt.step] = round(steps.get(attempt.step, 0.0) + float(attempt.duration_s or 0), 2)
+    return latest.rows_read, steps
 
 
 def benchmark(rows: int, seed: int, workdir: Path, tag_count: int = 0, rerun: bool = True) -> dict[str, object]:

@@ -7,7 +7,7 @@ and the project's plugin (:mod:`enrich.datasette_csv`: CSV downloads have their
 formula cells escaped).
 ``python -m enrich.browse metadata --database DB`` prints the metadata only.
 
-The canned queries come from :data:`enrich.storage.CANNED_QUERIES` (all SQL lives
+The canned queries come from :data:`enrich.CANNED_QUERIES` (all SQL lives
 in storage); every table, view and column of the schema has a description here,
 which ``tests/test_browse.py`` enforces against a freshly migrated database, so
 the metadata cannot drift from the schema.
@@ -23,7 +23,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from enrich import storage
+from enrich.store import DatabaseMissing, StorageError, open_store
+from enrich.store.sqlite.queries import BROWSE_VIEWS, CANNED_QUERIES
+from enrich.store.sqlite.schema import FTS_TABLE
 
 TITLE = "Transaction enrichment"
 DESCRIPTION = (
@@ -80,7 +82,7 @@ TABLES: dict[str, dict[str, object]] = {
             "first_run": "run that first loaded this transaction (run_keys.run_key)",
             "last_changed_run": "last run that inserted it or changed its amount or wording (run_keys.run_key)",
         },
-        "sort": "id", "fts_table": storage.FTS_TABLE, "fts_pk": "id", "label_column": "wording",
+        "sort": "id", "fts_table": FTS_TABLE, "fts_pk": "id", "label_column": "wording",
     },
     "tags": {
         "description": "The tag of each transaction whose wording holds exactly one tag of the list.",
@@ -190,10 +192,10 @@ TABLES: dict[str, dict[str, object]] = {
                     "process_start": "its start identity (tells a recycled pid apart)",
                     "acquired_at": "when the lock was taken (UTC)"},
     },
-    storage.FTS_TABLE: {
+    FTS_TABLE: {
         "description": "Full-text index of transactions.wording (SQLite FTS5, accents and case ignored), "
                        "kept in step by triggers; search it from transactions or enriched_transactions.",
-        "columns": {"wording": "indexed wording", storage.FTS_TABLE: "FTS5 hidden column",
+        "columns": {"wording": "indexed wording", FTS_TABLE: "FTS5 hidden column",
                     "rank": "FTS5 relevance (lower is better)"},
     },
     "enriched_transactions": {
@@ -206,7 +208,7 @@ TABLES: dict[str, dict[str, object]] = {
             "last_changed_run_id": "last run that inserted or changed it",
             "tag_run_id": "run that derived its tag", "annotation_run_id": "run that derived its annotation",
         },
-        "fts_table": storage.FTS_TABLE, "fts_pk": "id", "facets": ["tag", "annotation"],
+        "fts_table": FTS_TABLE, "fts_pk": "id", "facets": ["tag", "annotation"],
     },
     "tag_summary": {
         "description": "View: per tag, transactions and their amounts (count, sum, mean, min, max in EUR).",
@@ -238,7 +240,7 @@ TABLES: dict[str, dict[str, object]] = {
 def metadata(database_name: str) -> dict[str, object]:
     """datasette metadata for a database served under ``database_name`` (its file name's stem)."""
     queries = {q.name: {"title": q.title, "description": q.description, "sql": q.sql}
-               for q in storage.CANNED_QUERIES.values()}
+               for q in CANNED_QUERIES.values()}
     return {
         "title": TITLE,
         "description": DESCRIPTION,
@@ -255,9 +257,9 @@ def prepare(path: str | Path) -> Path:
     """Bring an existing database's schema up to date (views, full-text index); return its path."""
     path = Path(path).resolve()
     if not path.is_file():
-        raise storage.DatabaseMissing(f"{path}: no such database. Create it with `make run` "
+        raise DatabaseMissing(f"{path}: no such database. Create it with `make run` "
                                       "(or pass DATABASE=path/to/file.db).")
-    storage.connect(path).close()
+    open_store(path).prepare()
     return path
 
 
@@ -291,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         path = prepare(args.database)
-    except storage.StorageError as exc:
+    except StorageError as exc:
         print(f"python -m enrich.browse: error: {exc}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="enrich-datasette-") as scratch:

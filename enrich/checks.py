@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
 from enrich import tagging
 
@@ -105,19 +105,20 @@ _REPAIRED = ("; the table had been changed outside the pipeline and this run re-
              "find out who or what changed it")
 
 
-def tag_discrepancies(frames: Iterable[pd.DataFrame], tags: tagging.TagList) -> dict[str, int]:
-    """Compare stored tags (frames of id, wording, tag) with what the rules give for each wording."""
+def tag_discrepancies(tables: Iterable[pa.Table], tags: tagging.TagList) -> dict[str, int]:
+    """Compare stored tags (tables of id, wording, tag) with what the rules give for each wording."""
     counts = {"missing": 0, "stale": 0, "wrong": 0, "checked": 0}
-    for frame in frames:
-        found = tagging.find_tags(frame["wording"], tags)
-        expected = found["tag"].where(found["matches"] == 1)
-        stored = frame["tag"].astype("string")
-        has_expected, has_stored = expected.notna().to_numpy(), stored.notna().to_numpy()
+    for table in tables:
+        matches, expected = tagging.match_tags(table.column("wording"), tags)
+        stored = np.array(table.column("tag").to_pylist(), dtype=object)
+        has_expected = matches == 1
+        has_stored = np.array([value is not None for value in stored], dtype=bool) if len(stored) else \
+            np.zeros(0, dtype=bool)
         both = has_expected & has_stored
         counts["missing"] += int((has_expected & ~has_stored).sum())
         counts["stale"] += int((~has_expected & has_stored).sum())
-        counts["wrong"] += int((expected[both].to_numpy() != stored[both].to_numpy()).sum())
-        counts["checked"] += len(frame)
+        counts["wrong"] += int((expected[both] != stored[both]).sum())
+        counts["checked"] += table.num_rows
     return counts
 
 
@@ -179,26 +180,29 @@ def check_drift(dimension: str, current: Mapping[str, int], baseline: Mapping[st
                    f"vs {_shares(baseline)}")
 
 
-def amount_outliers(amounts: pd.DataFrame, factor: float) -> tuple[pd.DataFrame, tuple[int, int] | None]:
-    """Transactions (id, amount_cents) beyond median ± factor·MAD; the bounds, or None when undefined."""
-    cents = amounts["amount_cents"].to_numpy(dtype=np.int64)
-    empty = pd.DataFrame({"transaction_id": [], "kind": [], "amount_cents": [], "detail": []})
+ANOMALY_SCHEMA = pa.schema([("transaction_id", pa.int64()), ("kind", pa.string()), ("amount_cents", pa.int64()),
+                            ("detail", pa.string())])
+
+
+def amount_outliers(amounts: pa.Table, factor: float) -> tuple[pa.Table, tuple[int, int] | None]:
+    """Transactions (id, amount_cents) beyond median ± factor·MAD, farthest first; the bounds, or
+    None when undefined."""
+    cents = amounts.column("amount_cents").to_numpy().astype(np.int64)
     if len(cents) == 0:
-        return empty, None
+        return ANOMALY_SCHEMA.empty_table(), None
     median = float(np.median(cents))
     mad = float(np.median(np.abs(cents - median)))
     if mad == 0:
-        return empty, None
+        return ANOMALY_SCHEMA.empty_table(), None
     low, high = math.floor(median - factor * mad), math.ceil(median + factor * mad)
     outside = (cents < low) | (cents > high)
-    found = pd.DataFrame({
-        "transaction_id": amounts["id"].to_numpy(dtype=np.int64)[outside],
-        "kind": "amount_outlier",
-        "amount_cents": cents[outside],
-    })
-    found["detail"] = [f"outside {_eur(low)}..{_eur(high)} (median ± {factor:g}·MAD)"] * len(found)
-    order = np.argsort(-np.abs(found["amount_cents"].to_numpy() - median), kind="stable")
-    return found.iloc[order].reset_index(drop=True), (low, high)
+    found_cents = cents[outside]
+    order = np.argsort(-np.abs(found_cents - median), kind="stable")
+    detail = f"outside {_eur(low)}..{_eur(high)} (median ± {factor:g}·MAD)"
+    table = pa.table([pa.array(amounts.column("id").to_numpy().astype(np.int64)[outside][order]),
+                      pa.array(["amount_outlier"] * len(order), pa.string()), pa.array(found_cents[order]),
+                      pa.array([detail] * len(order), pa.string())], schema=ANOMALY_SCHEMA)
+    return table, (low, high)
 
 
 def check_outliers(found: int, listed: int, bounds: tuple[int, int] | None) -> CheckResult:

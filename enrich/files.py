@@ -1,14 +1,16 @@
-"""Atomic file replacement, shared by every file the project writes for others to read.
+"""Files: atomic replacement of what the project writes for others to read, and reading inputs.
 
 A reader (node_exporter, a spreadsheet, a script) sees the old complete file or
 the new complete one, never a half-written one.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, cast
 
 logger = logging.getLogger(__name__)
 
@@ -50,3 +52,27 @@ def fsync_directory(directory: Path) -> None:
         logger.debug("cannot fsync directory %s: %s", directory, exc)
     finally:
         os.close(fd)
+
+
+def open_input(location: str) -> BinaryIO:
+    """A binary stream of an input file: a local path, or an ``s3://`` URL read through Arrow's
+    S3 filesystem (credentials and endpoint from the usual AWS variables, such as
+    ``AWS_ENDPOINT_URL_S3`` or Metaflow's ``METAFLOW_S3_ENDPOINT_URL``)."""
+    if not location.startswith("s3://"):
+        return open(location, "rb")
+    from pyarrow import fs
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("METAFLOW_S3_ENDPOINT_URL")
+    filesystem, key = (fs.S3FileSystem(endpoint_override=endpoint), location.removeprefix("s3://")) if endpoint \
+        else fs.FileSystem.from_uri(location)
+    return cast(BinaryIO, filesystem.open_input_stream(key))
+
+
+def file_digest(location: str) -> tuple[str, int]:
+    """SHA-256 (hex) and size of an input file (local or ``s3://``), read in 8 MiB blocks."""
+    digest, size = hashlib.sha256(), 0
+    with open_input(location) as handle:
+        while block := handle.read(8 * 1024 * 1024):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size

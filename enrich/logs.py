@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -27,3 +28,20 @@ def configure_logging(level: str | None = None) -> None:
         root.addHandler(handler)
     for noisy in ("twilio.http_client", "urllib3"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+
+
+class Progress:
+    """Logs rows done and rows/s of a long stage, at most every ``every_s`` seconds."""
+
+    def __init__(self, stage: str, every_s: float = 5.0) -> None:
+        self.stage, self.every_s = stage, every_s
+        self.rows, self.started = 0, time.perf_counter()
+        self.last = self.started
+
+    def add(self, rows: int) -> None:
+        self.rows += rows
+        now = time.perf_counter()
+        if now - self.last >= self.every_s:
+            self.last = now
+            logging.getLogger("enrich.progress").info("%s: %s rows done (%s rows/s)", self.stage,
+                                                      f"{self.rows:,}", f"{self.rows / (now - self.started):,.0f}")

@@ -93,6 +93,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Gauge, Info, generate_latest
 from prometheus_client import push_to_gateway, pushadd_to_gateway
 
+from enrich.figures import FIGURE_NAMES
 from enrich.files import replace_atomically
 
 logger = logging.getLogger(__name__)
@@ -114,10 +115,7 @@ __all__ = [
 PUSHGATEWAY_ENV = "PROMETHEUS_PUSHGATEWAY"
 
 #: Every row outcome the flow counts; ``enrich_rows`` always exports all of them.
-ROW_OUTCOMES: tuple[str, ...] = (
-    "read", "loaded", "new", "updated", "unchanged", "rejected", "duplicate",
-    "tagged", "untagged", "ambiguous", "annotated", "zero_amount",
-)
+ROW_OUTCOMES: tuple[str, ...] = tuple(name.removeprefix("rows_") for name in FIGURE_NAMES)
 #: Check severities, most severe first; ``enrich_checks_failed`` exports all of them.
 SEVERITIES: tuple[str, ...] = ("critical", "warning", "info")
 

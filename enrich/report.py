@@ -14,29 +14,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import sqlite_utils
-
-from enrich import storage
 from enrich.annotation import ANNOTATIONS
+from enrich.errors import EnrichError
+from enrich.figures import FIGURES
+from enrich.store import CheckRecord, StepAttempt, Store
 
 #: Rows listed in each sample (rejected rows, anomalies).
 SAMPLE_ROWS = 20
 
-#: Ledger figures shown as the run's headline, by group, with their labels.
-HEADLINE: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
-    ("rows", (("rows_read", "read"), ("rows_loaded", "loaded"), ("rows_new", "new"),
-              ("rows_updated", "updated"), ("rows_unchanged", "unchanged"),
-              ("rows_rejected", "rejected"), ("rows_duplicate", "duplicate"))),
-    ("tagging", (("tagged", "tagged"), ("untagged", "untagged"), ("ambiguous", "ambiguous"))),
-    ("annotation", (("annotated", "annotated"), ("zero_amount", "zero amount"))),
-)
 
 NO_TAG = "(no tag)"
 NO_ANNOTATION = "(no annotation)"
 _SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 
 
-class ReportError(Exception):
+class ReportError(EnrichError):
     """The run cannot be reported (e.g. it is not in the ledger)."""
 
 
@@ -132,41 +124,39 @@ class RunReport:
 
 
 # --------------------------------------------------------------------------- building
-def build_report(db: sqlite_utils.Database, run_id: str, sample_rows: int = SAMPLE_ROWS) -> RunReport:
+def build_report(store: Store, run_id: str, sample_rows: int = SAMPLE_ROWS) -> RunReport:
     """Read run ``run_id`` (a ``Flow/run-number`` pathspec) back from the database as a :class:`RunReport`.
 
     Raises :class:`ReportError` when the run is not in the ledger.
     """
-    run = storage.get_run(db, run_id)
+    run = store.get_run(run_id)
     if run is None:
         raise ReportError(f"run {run_id} is not in the ledger of this database")
-    previous = storage.previous_run(db, run_id)
-    duration = duration_seconds(run.get("started_at"), run.get("finished_at"))
-    previous_duration = duration_seconds(previous.get("started_at"), previous.get("finished_at")) if previous else None
+    previous = store.previous_run(run_id)
+    duration = duration_seconds(run.started_at, run.finished_at)
+    previous_duration = duration_seconds(previous.started_at, previous.finished_at) if previous else None
 
-    figures = [Figure(key, label, group, run.get(key), previous.get(key) if previous else None)
-               for group, fields in HEADLINE for key, label in fields]
+    figures = [Figure(f.name, f.label, f.group, run.figure(f.name), previous.figure(f.name) if previous else None)
+               for f in FIGURES]
     figures.append(Figure("duration_s", "duration (s)", "timing", duration, previous_duration))
 
-    totals = storage.table_counts(db)
-    annotation_counts = _annotation_counts(storage.value_counts(db, "annotations"), totals["transactions"])
-    tag_counts = _tag_counts(storage.value_counts(db, "tags"), totals["transactions"])
-    steps = tuple(_step_row(row) for row in storage.step_attempts(db, run_id))
+    totals = store.table_counts()
+    annotation_counts = _annotation_counts(store.value_counts("annotations"), totals["transactions"])
+    tag_counts = _tag_counts(store.value_counts("tags"), totals["transactions"])
+    steps = tuple(_step_row(attempt) for attempt in store.step_attempts(run_id))
 
     return RunReport(
-        run_id=run_id, status=run["status"], started_at=run.get("started_at"),
-        finished_at=run.get("finished_at"), duration_s=duration, user=run.get("user"),
-        input_path=run.get("input_path"), match_mode=run.get("match_mode"), figures=tuple(figures),
-        previous_run_id=previous["run_id"] if previous else None,
-        previous_status=previous["status"] if previous else None,
+        run_id=run_id, status=run.status, started_at=run.started_at, finished_at=run.finished_at,
+        duration_s=duration, user=run.user, input_path=run.input_path, match_mode=run.match_mode,
+        figures=tuple(figures), previous_run_id=previous.run_id if previous else None,
+        previous_status=previous.status if previous else None,
         annotation_counts=annotation_counts, tag_counts=tag_counts,
-        checks=_check_rows(storage.check_results(db, run_id)),
+        checks=_check_rows(store.check_results(run_id)),
         steps=steps,
-        rejected_sample=tuple(storage.rejected_sample(db, run_id, sample_rows)),
-        rejected_total=run.get("rows_rejected"),
-        anomalies_sample=tuple(storage.anomalies_sample(db, run_id, sample_rows)),
-        alerts=tuple(AlertRow(a["channel"], a["status"], a["created_at"], a["error"])
-                     for a in storage.alerts_for_run(db, run_id)),
+        rejected_sample=tuple(store.rejected_rows(run_id, sample_rows)),
+        rejected_total=run.rows_rejected,
+        anomalies_sample=tuple(store.anomalies(run_id, sample_rows)),
+        alerts=tuple(AlertRow(a.channel, a.status, a.created_at or "", a.error) for a in store.alerts_for_run(run_id)),
         sample_limit=sample_rows,
         charts={"annotations": bar_chart(annotation_counts, "Annotations (whole database)", "annotation",
                                          sort=None, muted=NO_ANNOTATION),
@@ -198,16 +188,16 @@ def _tag_counts(counts: dict[str, int], transactions: int) -> dict[str, int]:
     return ordered
 
 
-def _check_rows(rows: list[dict]) -> tuple[CheckRow, ...]:
-    checks = [CheckRow(row["check_name"], row["severity"], bool(row["passed"]), row["observed"] or "",
-                       row["expected"] or "", row["message"]) for row in rows]
+def _check_rows(rows: list[CheckRecord]) -> tuple[CheckRow, ...]:
+    checks = [CheckRow(row.check_name, row.severity, row.passed, row.observed or "", row.expected or "",
+                       row.message) for row in rows]
     return tuple(sorted(checks, key=lambda c: (c.passed, _SEVERITY_RANK.get(c.severity, 9), c.name)))
 
 
-def _step_row(row: dict) -> StepRow:
-    error = ": ".join(part for part in (row["error_type"], row["error_message"]) if part) or None
-    return StepRow(row["step"], str(row["task_id"]), int(row["attempt"]), row["status"], row["started_at"],
-                   row["duration_s"], error)
+def _step_row(attempt: StepAttempt) -> StepRow:
+    error = ": ".join(part for part in (attempt.error_type, attempt.error_message) if part) or None
+    return StepRow(attempt.step, attempt.task_id, int(attempt.attempt), attempt.status, attempt.started_at,
+                   attempt.duration_s, error)
 
 
 # --------------------------------------------------------------------------- charts (Vega-Lite)

@@ -1,19 +1,20 @@
-"""One run at a time per database: the run lock, and how a dead holder is recognised.
+"""One run at a time per database: the run lock, its lease, and how a dead holder is recognised.
 
 A run takes the database's run lock before its first write and keeps it until
 ``end`` (or, when the run crashed, the flow's exit hook) releases it. A second
-run started on the same database meanwhile fails at once, in ``start``, with a
-message naming the database, the run holding it, its user and start time, and
-what to do. Writes of two runs therefore never interleave.
+run started on the same database meanwhile, on any host, fails at once, in
+``start``, with a message naming the database, the run holding it, its user and
+start time, and what to do. Writes of two runs therefore never interleave.
 
-The lock records the host and the pid of the holder's *Metaflow runtime*
-process (the ``python algorithm.py run`` process that launches every step as a
-child process: ``os.getppid()`` inside a step), plus that process's start time
-(Linux ``/proc``) so that a recycled pid is not mistaken for the holder. A lock
-whose runtime is gone from this host (killed, machine rebooted) is stale: the
-next run logs a warning and takes it over. A lock held from another host cannot
-be checked from here; ``python -m enrich.runlock --database PATH --break``
-removes it by hand once that run is known to be dead.
+The lock is a lease: it records the host and the pid of the holder's *Metaflow
+runtime* process (the ``python algorithm.py run`` process that launches every
+step as a child process: ``os.getppid()`` inside a step), that process's start
+time (Linux ``/proc``, so that a recycled pid is not mistaken for the holder),
+and an expiry that the working steps keep pushing forward (:class:`Heartbeat`).
+A holder is dead when its runtime is gone from this host, or, from any host, when
+its lease expired unrenewed (a run killed on another machine, a lost pod). The next
+run then takes the lock over with a warning and closes the dead run's ledger row.
+``enrich lock --break`` removes a lock by hand once its run is known to be dead.
 
 A step is a child process of the runtime, and does not die with it by itself:
 killed with ``kill -9``, the runtime would leave its running step writing on,
@@ -22,22 +23,23 @@ first asks Linux to kill it when its runtime exits (``PR_SET_PDEATHSIG``), and
 refuses to write if its runtime is already gone (:class:`RunAbandoned`). A
 killed run thus stops writing at once; its open transaction is rolled back.
 
-The SQL lives in :mod:`enrich.storage` (table ``run_lock``); this module only
-decides liveness and words the messages.
+Each backend makes taking the lock atomic its own way (:mod:`enrich.store`); this
+module only decides liveness and words the messages.
 """
 from __future__ import annotations
 
-import argparse
 import ctypes
 import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+import threading
+from datetime import datetime, timezone
 from pathlib import Path
 
-from enrich import storage
+from enrich.store import LockClaim, LockHolder, LockOutcome, RunAbandoned, RunLockHeld, Store, StorageError
+from enrich.store.timeutil import parse_time
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +48,8 @@ _BOOT_ID = _PROC / "sys" / "kernel" / "random" / "boot_id"
 _PR_SET_PDEATHSIG = 1
 
 
-class RunAbandoned(Exception):
-    """This step's run was killed (its runtime process is gone): the step must not write."""
+#: How long a lease lasts without renewal (``ENRICH_LOCK_LEASE_SECONDS``); a step renews it every third of that.
+LEASE_SECONDS = float(os.environ.get("ENRICH_LOCK_LEASE_SECONDS", "300"))
 
 
 def die_with_parent() -> bool:
@@ -96,121 +98,126 @@ def process_alive(pid: int) -> bool:
     return not fields or fields[0] not in ("Z", "X")
 
 
-def holder_is_dead(holder: dict) -> bool:
-    """Whether the lock's holder is certainly gone: same host, and its runtime process has
-    exited or its pid now belongs to another process. A holder on another host is
-    never declared dead (it cannot be checked from here)."""
-    if holder.get("host") != socket.gethostname():
-        return False
-    pid = int(holder["pid"])
-    if not process_alive(pid):
-        return True
-    recorded, current = holder.get("process_start"), process_start(pid)
-    return recorded is not None and current is not None and recorded != current
+def holder_is_dead(holder: LockHolder, now: datetime | None = None) -> bool:
+    """Whether the lock's holder is certainly gone.
+
+    On this host: its runtime process has exited or its pid now belongs to another process
+    (a live runtime here is never declared dead, whatever its lease says). On another host:
+    its lease expired without renewal.
+    """
+    if holder.host == socket.gethostname():
+        if not process_alive(int(holder.pid)):
+            return True
+        current = process_start(int(holder.pid))
+        return holder.process_start is not None and current is not None and holder.process_start != current
+    expires = parse_time(holder.expires_at)
+    return expires is not None and expires < (now or datetime.now(timezone.utc))
 
 
-def claim(run_id: str, user: str | None, pid: int | None = None) -> dict:
+def claim(run_id: str, user: str | None, pid: int | None = None) -> LockClaim:
     """The lock row this process would write for ``run_id``.
 
-    ``pid`` defaults to the parent process: inside a Metaflow step (a child
-    process of the runtime) that is the runtime, alive for the whole run.
+    ``pid`` defaults to the parent process: inside a Metaflow step (a child process of the
+    runtime) that is the runtime, alive for the whole run.
     """
     pid = os.getppid() if pid is None else pid
-    return {"run_id": run_id, "user": user, "host": socket.gethostname(), "pid": pid,
-            "process_start": process_start(pid)}
+    return LockClaim(run_id=run_id, user=user, host=socket.gethostname(), pid=pid, process_start=process_start(pid))
 
 
-def held_message(database: Path, holder: dict) -> str:
-    """Why a run cannot start: who holds ``database`` and what to do."""
-    same_host = holder.get("host") == socket.gethostname()
-    where = f"pid {holder['pid']} on host {holder['host']}"
-    dead = ("If that run is dead, its lock is taken over automatically on this host once its "
-            "process is gone" if same_host else
-            "That host cannot be checked from here: if that run is dead, remove its lock with "
-            f"`python -m enrich.runlock --database {database} --break`")
-    return (f"{database} is in use by run {holder['run_id']} (user {holder.get('user') or '?'}, "
-            f"started {holder['acquired_at']}, {where}): nothing was written. Wait for that run to "
-            f"finish, then run again. {dead}.")
+def held_message(where: str, holder: LockHolder) -> str:
+    """Why a run cannot start: who holds the database and what to do."""
+    same_host = holder.host == socket.gethostname()
+    dead = ("If that run is dead, its lock is taken over automatically on this host once its process is gone"
+            if same_host else
+            f"If that run is dead, its lock is taken over once its lease expires ({holder.expires_at or 'unknown'}), "
+            f"or remove it now with `enrich lock --database {where} --break`")
+    return (f"{where} is in use by run {holder.run_id} (user {holder.user or '?'}, started {holder.acquired_at}, "
+            f"pid {holder.pid} on host {holder.host}): nothing was written. Wait for that run to finish, then "
+            f"run again. {dead}.")
 
 
-def hold(database: Path, run_id: str, user: str | None, pid: int | None = None) -> None:
-    """Make sure ``run_id`` holds the run lock of ``database``, taking it if free or stale.
+def hold(store: Store, run_id: str, user: str | None, pid: int | None = None) -> LockOutcome:
+    """Make sure ``run_id`` holds the run lock of ``store``, taking it if free or its holder is dead.
 
-    Called before every writing step of a run (the first one takes it; later
-    ones, and the steps of a resumed run, re-check it). Without ``pid`` the
-    caller is a step: it is tied to its runtime first (:func:`die_with_parent`).
+    Called before every writing step of a run (the first one takes it; later ones, and the
+    steps of a resumed run, re-check it). Without ``pid`` the caller is a step: it is tied
+    to its runtime first (:func:`die_with_parent`). Returns the outcome: ``holder`` is the
+    dead run taken over, if any.
 
     Raises:
-        storage.RunLockHeld: another live run holds the lock.
-        RunAbandoned: the lock names this run but another runtime process: this
-            step's own runtime was killed (the step was re-parented).
-        storage.StorageError: the database cannot be opened or written.
+        RunLockHeld: another live run holds the lock.
+        RunAbandoned: the lock names this run but another runtime process on this host:
+            this step's own runtime was killed (the step was re-parented).
+        StorageError: the database cannot be opened or written.
     """
     if pid is None:
         die_with_parent()  # before reading the parent's pid: no window where it could die unseen
     mine = claim(run_id, user, pid)
-    db = storage.connect(database)
-    try:
-        acquired, other = storage.acquire_run_lock(db, mine, holder_is_dead)
-        held = storage.run_lock_holder(db) if acquired else None
-    finally:
-        db.close()
-    if not acquired:
-        raise storage.RunLockHeld(held_message(database, other), holder=other)
-    if held is not None and held["host"] == mine["host"] and held["pid"] != mine["pid"]:
-        raise RunAbandoned(f"{database}: run {run_id} was started by process {held['pid']}, but this step's "
-                           f"parent is now process {mine['pid']}: the run was killed. Nothing was written; "
-                           "run again (or `python algorithm.py resume`).")
-    if other is not None:
-        logger.warning("%s: took over the run lock of run %s (user %s, started %s): its process %s on "
-                       "host %s is gone", database, other["run_id"], other.get("user"),
-                       other["acquired_at"], other["pid"], other["host"])
+    outcome = store.acquire_lock(mine, holder_is_dead, LEASE_SECONDS)
+    if not outcome.acquired and outcome.holder is not None:
+        raise RunLockHeld(held_message(store.location.display, outcome.holder), holder=outcome.holder)
+    held = store.lock_holder()
+    if held is not None and held.run_id == run_id and held.host == mine.host and held.pid != mine.pid:
+        raise RunAbandoned(f"{store.location.display}: run {run_id} was started by process {held.pid}, but this "
+                           f"step's parent is now process {mine.pid}: the run was killed. Nothing was written; "
+                           "run again (or resume it).")
+    if outcome.holder is not None:
+        logger.warning("%s: took over the run lock of run %s (user %s, started %s): its process %s on host %s is "
+                       "gone or its lease expired", store.location.display, outcome.holder.run_id,
+                       outcome.holder.user, outcome.holder.acquired_at, outcome.holder.pid, outcome.holder.host)
+    return outcome
 
 
-def release(database: Path | None, run_id: str) -> None:
-    """Free ``database``'s run lock if ``run_id`` holds it; never raises (it runs while a run
-    ends or has crashed: a problem here is logged, and the lock is recovered as stale later)."""
-    if database is None or not Path(database).exists():
+def release(store: Store | None, run_id: str) -> None:
+    """Free the run lock if ``run_id`` holds it; never raises (it runs while a run ends or has crashed:
+    a problem here is logged, and the lock is recovered as stale later)."""
+    if store is None or (store.location.is_file and not store.location.path.exists()):
         return
     try:
-        db = storage.connect(database)
-        try:
-            released = storage.release_run_lock(db, run_id)
-        finally:
-            db.close()
-    except (storage.StorageError, OSError) as exc:
-        logger.error("run lock of %s not released (%s): %s", database, type(exc).__name__, exc)
+        released = store.release_lock(run_id)
+    except (StorageError, OSError) as exc:
+        logger.error("run lock of %s not released (%s): %s", store.location.display, type(exc).__name__, exc)
         return
     if released:
-        logger.info("%s: run lock of run %s released", database, run_id)
+        logger.info("%s: run lock of run %s released", store.location.display, run_id)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m enrich.runlock --database PATH [--break]``: show (or remove) the run lock."""
-    parser = argparse.ArgumentParser(prog="python -m enrich.runlock",
-                                     description="Show the run holding a database's run lock, or remove it.")
-    parser.add_argument("--database", type=Path, default=Path("database.db"))
-    parser.add_argument("--break", dest="break_lock", action="store_true",
-                        help="remove the lock (only once the run holding it is known to be dead)")
-    args = parser.parse_args(argv)
-    database = args.database.expanduser().resolve()
-    if not database.exists():
-        parser.error(f"{database}: no such database")
-    db = storage.connect(database)
-    try:
-        holder = storage.break_run_lock(db) if args.break_lock else storage.run_lock_holder(db)
-    finally:
-        db.close()
-    if holder is None:
-        print(f"{database}: no run holds the lock")
-        return 0
-    state = "dead (stale lock)" if holder_is_dead(holder) else (
-        "alive" if holder["host"] == socket.gethostname() else "on another host: cannot check")
-    print(f"{database}: {'removed the lock of' if args.break_lock else 'locked by'} run {holder['run_id']} "
-          f"(user {holder['user']}, since {holder['acquired_at']}, pid {holder['pid']} on host "
-          f"{holder['host']}: {state})")
-    return 0
+def liveness(holder: LockHolder) -> str:
+    """How the holder looks from here: alive, dead (stale lock), or on another host with its lease."""
+    if holder_is_dead(holder):
+        return "dead (stale lock)"
+    if holder.host == socket.gethostname():
+        return "alive"
+    return f"on another host, lease until {holder.expires_at}"
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+class Heartbeat:
+    """Renews the run's lease every third of :data:`LEASE_SECONDS` while a step works (a daemon thread).
+
+    A renewal that fails (a busy database, a dropped connection) is logged and retried at
+    the next beat; one that finds the lock gone stops the beats (the step's own writes
+    then find it gone too).
+    """
+
+    def __init__(self, store: Store, run_id: str, every_s: float | None = None) -> None:
+        self.store, self.run_id = store, run_id
+        self.every_s = every_s if every_s is not None else LEASE_SECONDS / 3
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                if not self.store.renew_lock(self.run_id, LEASE_SECONDS):
+                    logger.warning("run %s no longer holds the run lock: lease not renewed", self.run_id)
+                    return
+            except (StorageError, OSError) as exc:
+                logger.warning("lease of run %s not renewed this time (%s)", self.run_id, type(exc).__name__)

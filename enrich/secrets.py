@@ -157,3 +157,9 @@ def warn_if_world_readable(path: Path) -> bool:
         path, " and ".join(readable_by), oct(stat.S_IMODE(mode)), path,
     )
     return True
+
+
+def register_secret(value: str) -> None:
+    """Mask ``value`` (a database password, say) in everything logged, like the Twilio token."""
+    if value:
+        install_redaction([value])

@@ -34,12 +34,14 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -150,15 +152,11 @@ def load_tag_list(path: str | Path | None, mode: str = "word") -> TagList:
 
 
 # --------------------------------------------------------------------------- matching
-def find_tags(wordings: pd.Series, tags: TagList) -> pd.DataFrame:
-    """For each wording: ``matches`` (distinct tags found) and ``tag`` (its name when exactly one).
-
-    Returns a frame on the input's index; the input is not modified.
-    """
-    array = pa.array(wordings, type=pa.large_string(), from_pandas=True)
-    if isinstance(array, pa.ChunkedArray):  # an Arrow-backed series (e.g. read in bulk) may hold chunks
-        array = array.combine_chunks()
-    array = pc.fill_null(array, "")
+def match_tags(wordings: pa.Array | pa.ChunkedArray, tags: TagList) -> tuple[np.ndarray, np.ndarray]:
+    """For each wording: the number of distinct tags found, and the tag's name when exactly one
+    (None otherwise), as numpy arrays (int32, object). Nulls count as empty wordings."""
+    array = wordings.combine_chunks() if isinstance(wordings, pa.ChunkedArray) else wordings
+    array = pc.fill_null(array.cast(pa.large_string()), "")
     if tags.mode == "word":
         rows, tag_ids = _word_matches(array, tags.keys)
     else:
@@ -168,10 +166,41 @@ def find_tags(wordings: pd.Series, tags: TagList) -> pd.DataFrame:
     tag = np.full(len(array), None, dtype=object)
     tagged = counts == 1
     tag[tagged] = names[single[tagged]]
-    return pd.DataFrame(
-        {"matches": counts.astype(np.int32), "tag": pd.array(tag, dtype="string")},
-        index=wordings.index,
-    )
+    return counts.astype(np.int32), tag
+
+
+def find_tags(wordings: pd.Series, tags: TagList) -> pd.DataFrame:
+    """:func:`match_tags` for a pandas series: a frame of ``matches`` and ``tag`` on its index."""
+    import pandas as pd
+
+    counts, tag = match_tags(pa.array(wordings, type=pa.large_string(), from_pandas=True), tags)
+    return pd.DataFrame({"matches": counts, "tag": pd.array(tag, dtype="string")}, index=wordings.index)
+
+
+@dataclass(frozen=True)
+class TaggedChunk:
+    """The tags of a chunk of transactions: rows for the tagged ones, the counts, the ambiguous wordings."""
+
+    tags: pa.Table  # transaction_id (int64), tag (string): tagged transactions only
+    counts: dict[str, int]  # tagged, untagged, ambiguous
+    ambiguous: pa.Table  # wording, tags_found: one row per ambiguous transaction
+
+
+TAGS_SCHEMA = pa.schema([("transaction_id", pa.int64()), ("tag", pa.large_string())])
+AMBIGUOUS_SCHEMA = pa.schema([("wording", pa.large_string()), ("tags_found", pa.int64())])
+
+
+def tag_table(transactions: pa.Table, tags: TagList) -> TaggedChunk:
+    """Tags for an Arrow table with ``id`` and ``wording`` (no pandas)."""
+    counts, tag = match_tags(transactions.column("wording"), tags)
+    tagged, several = counts == 1, counts >= 2
+    ids = transactions.column("id").to_numpy()
+    return TaggedChunk(
+        tags=pa.table([pa.array(ids[tagged], pa.int64()), pa.array(tag[tagged], pa.large_string())],
+                      schema=TAGS_SCHEMA),
+        counts={"tagged": int(tagged.sum()), "untagged": int((counts == 0).sum()), "ambiguous": int(several.sum())},
+        ambiguous=pa.table([transactions.column("wording").filter(pa.array(several)).cast(pa.large_string()),
+                            pa.array(counts[several].astype(np.int64))], schema=AMBIGUOUS_SCHEMA))
 
 
 def tag_frame(transactions: pd.DataFrame, tags: TagList,
@@ -182,6 +211,8 @@ def tag_frame(transactions: pd.DataFrame, tags: TagList,
     counts ``tagged``, ``untagged``, ``ambiguous``. When ``ambiguous`` is a list, the
     ambiguous rows' ``wording`` and ``tags_found`` (distinct tags found) are appended to it.
     """
+    import pandas as pd
+
     found = find_tags(transactions["wording"], tags)
     counts = found["matches"].to_numpy()
     tagged = counts == 1
@@ -321,15 +352,20 @@ def _unicode_word_matches(array: pa.Array, by_length: dict[int, dict[str, int]]
     """The same algorithm in Python, once per distinct non-ASCII wording."""
     if len(array) == 0:
         return _empty(), _empty()
-    codes, uniques = pd.factorize(pd.Series(array.to_pylist(), dtype=object))
-    pairs = [(code, tag) for code, wording in enumerate(uniques)
+    encoded = pc.dictionary_encode(array).combine_chunks() if isinstance(array, pa.ChunkedArray) \
+        else pc.dictionary_encode(array)
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    pairs = [(code, tag) for code, wording in enumerate(encoded.dictionary.to_pylist())
              for tag in _python_word_match(wording, by_length)]
     if not pairs:
         return _empty(), _empty()
-    found = pd.DataFrame(pairs, columns=["code", "tag"])
-    rows = pd.DataFrame({"row": np.arange(len(codes), dtype=np.int64), "code": codes})
-    matched = rows.merge(found, on="code")
-    return matched["row"].to_numpy(np.int64), matched["tag"].to_numpy(np.int64)
+    pair_codes = np.array([code for code, _ in pairs], dtype=np.int64)
+    pair_tags = np.array([tag for _, tag in pairs], dtype=np.int64)
+    order = np.argsort(codes, kind="stable")
+    starts = np.searchsorted(codes[order], pair_codes, "left")
+    ends = np.searchsorted(codes[order], pair_codes, "right")
+    rows = np.concatenate([order[start:end] for start, end in zip(starts, ends)])
+    return rows.astype(np.int64), np.repeat(pair_tags, ends - starts)
 
 
 def _python_word_match(wording: str, by_length: dict[int, dict[str, int]]) -> list[int]:

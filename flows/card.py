@@ -12,21 +12,14 @@ still runs (:func:`_render_before_failing`).
 from __future__ import annotations
 
 import logging
-import sqlite3
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from metaflow import current
 from metaflow.cards import Markdown, Table, ValueBox, VegaChart
 
-from flows import lazy_module
-
-if TYPE_CHECKING:
-    from enrich.report import RunReport
-
-pipeline = lazy_module("enrich.pipeline")
-run_report = lazy_module("enrich.report")
-storage = lazy_module("enrich.storage")
+from enrich import report as run_report
+from enrich.errors import EnrichError
+from enrich.report import RunReport
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +27,7 @@ CARD_ID = "run_report"
 MAX_CELL_CHARS = 160
 
 
-def draw_run_report(database: Path, run_id: str, *, task_will_fail: bool = False) -> bool:
+def draw_run_report(store: Any, run_id: str, *, task_will_fail: bool = False) -> bool:
     """Draw run ``run_id``'s report on the ``run_report`` card of the current step.
 
     Never raises for the report's own problems (database unreadable, run not in the
@@ -49,13 +42,13 @@ def draw_run_report(database: Path, run_id: str, *, task_will_fail: bool = False
     card = cards[CARD_ID]
     drawn = False
     try:
-        with pipeline.open_database(database) as db:
-            built = run_report.build_report(db, run_id)
-        render_run_card(card, built)
+        if store is None:
+            raise run_report.ReportError("the run's database could not be opened")
+        render_run_card(card, run_report.build_report(store, run_id))
         drawn = True
     # the report's own errors: database unreadable or locked, run not in the ledger (ReportError),
     # a value a card component refuses (TypeError, ValueError)
-    except (run_report.ReportError, storage.StorageError, sqlite3.Error, OSError, TypeError, ValueError) as exc:
+    except (EnrichError, OSError, TypeError, ValueError) as exc:
         logger.error("run report not drawn for %s: %s: %s", run_id, type(exc).__name__, exc)
         card.append(Markdown(f"# Run report unavailable\n\n{run_report.markdown_literal(run_id)}: "
                              f"{run_report.markdown_literal(f'{type(exc).__name__}: {exc}')}"))

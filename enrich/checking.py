@@ -1,0 +1,109 @@
+"""Running a run's data checks against its database, and recording the verdicts.
+
+The check functions themselves are pure (:mod:`enrich.checks`); this module reads what
+they need through the store, runs the three whole-database scans in parallel threads
+(the database does the work; each thread on its own connection), and records every
+verdict, the anomalies and the run's distributions in the ledger.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from enrich import checks
+from enrich.checks import CheckResult, CheckSettings
+from enrich.derivation import RULES_KEYS, Derived
+from enrich.failures import Failure
+from enrich.store import ANNOTATIONS, TAGS, CheckRecord, LoadStats, Store
+from enrich.tagging import TagList
+
+logger = logging.getLogger(__name__)
+
+
+def run_checks(store: Store, run_id: str, tags: TagList, load_stats: LoadStats | None,
+               derived: Sequence[Derived], limits: CheckSettings) -> list[CheckResult]:
+    """Run every data check after publishing and store the verdicts (and anomalies) in the ledger."""
+    history = store.recent_runs(run_id, limits.history_runs)
+    results = batch_checks(load_stats, [r.rows_read for r in history if r.rows_read is not None], limits)
+    results += whole_database_checks(store, tags, {d.kind: d.repaired for d in derived if d.repaired})
+    for result in derived:
+        dimension = "tagging" if result.kind == TAGS else "annotations"
+        store.save_distribution(run_id, dimension, result.distribution)
+        baseline = store.distribution([r.run_id for r in history], dimension)
+        results.append(checks.check_drift(dimension, result.distribution, baseline, limits.psi_threshold))
+    outliers, bounds = checks.amount_outliers(store.transaction_amounts([run_id]), limits.mad_factor)
+    listed = outliers.slice(0, limits.anomalies_listed)
+    results.append(checks.check_outliers(outliers.num_rows, listed.num_rows, bounds))
+    store.save_check_results(run_id, [CheckRecord(**r.as_row()) for r in results], listed)
+    for result in results:
+        log = logger.info if result.passed else (logger.error if result.severity == "critical" else logger.warning)
+        log("check %s (%s): %s", result.check_name, verdict(result), result.message)
+    return results
+
+
+def verdict(result: CheckResult) -> str:
+    """``passed``, ``FAILED`` (a critical check) or ``warning``."""
+    if result.passed:
+        return "passed"
+    return "FAILED" if result.severity == "critical" else "warning"
+
+
+def batch_checks(stats: LoadStats | None, volumes: Sequence[int], limits: CheckSettings) -> list[CheckResult]:
+    """The checks of the loaded batch: accounting, control total, reject ratio, volume."""
+    if stats is None:
+        return []
+    return [checks.check_accounting(stats.rows_read, stats.rows_loaded, stats.rows_rejected, stats.rows_duplicate),
+            checks.check_control_total(stats.cents_in_file, stats.cents_stored),
+            checks.check_reject_ratio(stats.rows_read, stats.rows_rejected, limits.reject_threshold),
+            checks.check_volume(stats.rows_read, volumes, limits.volume_tolerance)]
+
+
+def whole_database_checks(store: Store, tags: TagList, repaired: dict[str, dict[str, int]]) -> list[CheckResult]:
+    """Annotations complete, tags complete, referential integrity: three scans of the whole database,
+    in parallel threads; the longest, annotations, as two halves of the ids. A table this run repaired
+    reports what it found wrong."""
+    ids = store.id_range()
+    halves = [] if ids is None else [(ids[0], (ids[0] + ids[1]) // 2), ((ids[0] + ids[1]) // 2 + 1, ids[1])]
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="check") as pool:
+        parts = [] if ANNOTATIONS in repaired else [pool.submit(store.annotation_discrepancies, h) for h in halves]
+        tags_done = pool.submit(check_tags, store, tags, repaired.get(TAGS))
+        integrity = pool.submit(lambda: checks.check_referential_integrity(store.orphan_counts()))
+        if ANNOTATIONS in repaired:
+            annotations = checks.check_annotations_complete(repaired[ANNOTATIONS], repaired=True)
+        else:
+            found: Counter[str] = Counter({"missing": 0, "wrong": 0, "unexpected": 0, "checked": 0})
+            for part in parts:
+                found.update(part.result())
+            annotations = checks.check_annotations_complete(dict(found))
+        return [annotations, tags_done.result(), integrity.result()]
+
+
+def check_tags(store: Store, tags: TagList, repaired: dict[str, int] | None) -> CheckResult:
+    """Tags complete: every transaction was tagged when it was published and nothing changed since.
+
+    Each publish tags exactly the rows it re-derives and leaves a fingerprint of the tags table;
+    when the fingerprint still matches, no run is pending and the tag list is the one last
+    applied, the whole table is known good without re-tagging it. Otherwise every stored
+    transaction is re-tagged and compared (slower, but exact).
+    """
+    if repaired is not None:
+        return checks.check_tags_complete(repaired, repaired=True)
+    current, recorded = store.table_fingerprint(TAGS)
+    pending = store.pending_runs(TAGS)
+    rules_applied = store.get_state(RULES_KEYS[TAGS]) == tags.fingerprint
+    if current == recorded and not pending and rules_applied:
+        return checks.check_tags_complete({"checked": store.table_counts()["transactions"]},
+                                          method="tags table unchanged since tagged at publish")
+    logger.warning("tags table differs from its last publish or runs are pending (%s): re-tagging every "
+                   "stored transaction to compare", list(pending))
+    found = checks.tag_discrepancies(store.iter_stored_tags(), tags)
+    if not rules_applied and found["checked"]:
+        found["tag_list_not_applied"] = 1
+    return checks.check_tags_complete({**found, "pending_runs": len(pending)}, method="every transaction re-tagged")
+
+
+def check_failures(results: Sequence[CheckResult]) -> list[Failure]:
+    """Failed critical checks as failures for the alert."""
+    return [Failure(f"check:{r.check_name}", "CheckFailed", r.message) for r in checks.critical_failures(results)]

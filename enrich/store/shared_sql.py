@@ -1,0 +1,46 @@
+"""SQL that is identical on every backend, generated from the domain's rule tables."""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+from enrich.annotation import RULES
+
+
+def annotation_case_sql(column: str = "amount_cents") -> str:
+    """The annotation rules (:data:`enrich.annotation.RULES`) as one SQL CASE expression."""
+    branches = []
+    for rule in RULES:
+        bounds = [f"{column} >= {rule.low_cents}" if rule.low_cents is not None else "",
+                  f"{column} <= {rule.high_cents}" if rule.high_cents is not None else ""]
+        branches.append(f"WHEN {' AND '.join(b for b in bounds if b)} THEN '{rule.label}'")
+    return f"CASE {' '.join(branches)} ELSE NULL END"
+
+
+#: The enrichment tables and their value column.
+ENRICHMENT_TABLES = {"tags": ("tags", "tag"), "annotations": ("annotations", "annotation")}
+
+
+def fingerprint_sql(kind: str) -> str:
+    """Per value of the tags (or annotations) table: row count and two modular sums of the ids.
+
+    Reads the value index only (which holds the id); any insert, delete or change of a row
+    moves them. :func:`fingerprint` digests the rows.
+    """
+    table, value = ENRICHMENT_TABLES[kind]
+    return (f"SELECT {value}, COUNT(*), SUM(transaction_id % 1000000007), "
+            f"SUM((transaction_id % 65521) * (transaction_id % 65519)) FROM {table} "
+            f"GROUP BY {value} ORDER BY {value}")
+
+
+def fingerprint(rows: Iterable[Sequence[object]]) -> str:
+    """The digest of :func:`fingerprint_sql`'s rows (numbers normalised, so drivers agree)."""
+    digest = hashlib.sha256()
+    for value, count, sum1, sum2 in rows:
+        digest.update(repr((value, int(count), int(sum1 or 0), int(sum2 or 0))).encode())
+    return digest.hexdigest()
+
+
+def fingerprint_key(kind: str) -> str:
+    """The enrichment_state key of the fingerprint a publish leaves of its table."""
+    return f"{kind}_table_fingerprint"

@@ -1,0 +1,151 @@
+"""The monitoring queries and views in SQLite: what datasette publishes (``make browse``) and
+``enrich query NAME`` runs. Their names, titles and descriptions are the backend-neutral
+:data:`enrich.store.queries.QUERIES`; the SQL here uses datasette's ``:name`` parameters."""
+from __future__ import annotations
+
+from enrich.store.queries import QUERIES, CannedQuery
+from enrich.store.sqlite.lineage import lineage_key_sql as _lineage_key_sql
+
+BROWSE_VIEWS: tuple[str, ...] = ("enriched_transactions", "tag_summary", "annotation_summary", "run_summary")
+
+
+def _run_ref_sql(param: str = "run_id") -> str:
+    """A run id from ``:param``: the full id, its bare number, or blank for the latest run."""
+    return (f"(SELECT run_id FROM runs WHERE COALESCE(:{param}, '') = '' "
+            f"OR run_id = :{param} OR substr(run_id, instr(run_id, '/') + 1) = :{param} "
+            "ORDER BY started_at DESC LIMIT 1)")
+
+
+def runs_by_status_sql() -> str:
+    """How many runs ended in each status, with the latest of each."""
+    return """SELECT r.status, COUNT(*) AS runs, MAX(r.started_at) AS last_started_at,
+           (SELECT x.run_id FROM runs x WHERE x.status = r.status ORDER BY x.started_at DESC LIMIT 1)
+               AS last_run_id
+        FROM runs r GROUP BY r.status ORDER BY runs DESC"""
+
+
+def last_run_failed_checks_sql() -> str:
+    """The failed checks of the latest run that ran its checks (critical first)."""
+    return """SELECT c.run_id, r.status AS run_status, c.check_name, c.severity, c.observed, c.expected,
+               c.message
+        FROM check_results c JOIN runs r ON r.run_id = c.run_id
+        WHERE c.run_id = (SELECT x.run_id FROM runs x
+                          WHERE EXISTS (SELECT 1 FROM check_results y WHERE y.run_id = x.run_id)
+                          ORDER BY x.started_at DESC LIMIT 1)
+          AND c.passed = 0
+        ORDER BY c.severity = 'critical' DESC, c.check_name"""
+
+
+def run_rejected_rows_sql() -> str:
+    """The quarantined rows of a run (``:run_id``: full id, bare number, or blank for the latest)."""
+    return f"""SELECT run_id, line, reason, raw FROM rejected_rows
+        WHERE run_id = {_run_ref_sql()} ORDER BY line"""
+
+
+def step_durations_sql() -> str:
+    """Per step, over its succeeded attempts: how many, mean, 95th percentile (nearest rank), max."""
+    return """WITH d AS (
+            SELECT step, duration_s,
+                   ROW_NUMBER() OVER (PARTITION BY step ORDER BY duration_s) AS position,
+                   COUNT(*) OVER (PARTITION BY step) AS attempts
+            FROM step_runs WHERE status = 'succeeded' AND duration_s IS NOT NULL)
+        SELECT step, MAX(attempts) AS attempts, ROUND(AVG(duration_s), 3) AS mean_s,
+               ROUND(MIN(CASE WHEN position >= 0.95 * attempts THEN duration_s END), 3) AS p95_s,
+               ROUND(MAX(duration_s), 3) AS max_s
+        FROM d GROUP BY step ORDER BY mean_s DESC"""
+
+
+def runs_between_sql() -> str:
+    """Runs started in ``[:start, :end)`` (UTC, ISO 8601 text such as 2025-01-31 or
+    2025-01-31T12:00; a blank bound is open), newest first."""
+    return """SELECT run_id, status, started_at, finished_at, user, rows_read, rows_loaded, rows_new,
+               rows_updated, rows_rejected, tagged, ambiguous, annotated
+        FROM runs
+        WHERE started_at >= COALESCE(NULLIF(:start, ''), '0000')
+          AND started_at < COALESCE(NULLIF(:end, ''), '9999')
+        ORDER BY started_at DESC"""
+
+
+def _annotations_verdict_sql() -> str:
+    # the whole-database annotations_complete verdict of the latest run that checked it
+    return """(SELECT c.passed FROM check_results c JOIN runs r ON r.run_id = c.run_id
+               WHERE c.check_name = 'annotations_complete' ORDER BY r.started_at DESC LIMIT 1)"""
+
+
+def unannotated_transactions_sql() -> str:
+    """Non-zero transactions without an annotation (should be empty; zero amounts have none by rule).
+
+    Every run's ``annotations_complete`` check proves, over the whole database, that
+    none is missing. So while the latest verdict is a pass, only rows loaded since
+    (those of runs whose annotations are still pending) can lack one, and only they
+    are looked at, through the index on last_changed_run. When the latest verdict
+    is a failure (or no run checked yet), the whole table is searched.
+    """
+    columns = (f"t.id, t.amount, t.wording, {_lineage_key_sql('t.first_run', 'first_run_id')}, "
+               f"{_lineage_key_sql('t.last_changed_run', 'last_changed_run_id')}")
+    missing = ("t.amount_cents != 0 AND NOT EXISTS "
+               "(SELECT 1 FROM annotations a WHERE a.transaction_id = t.id)")
+    verdict = _annotations_verdict_sql()
+    # each branch's guard is a zero-or-one-row co-routine joined first (CROSS JOIN keeps that
+    # order), so a branch whose guard is false never starts its loop: a WHERE term alone
+    # would be tested once per row of transactions
+    return f"""SELECT {columns}, 'pending run' AS searched
+        FROM (SELECT 1 WHERE {verdict} IS 1) AS verdict_passed CROSS JOIN transactions t
+        WHERE t.last_changed_run IN (SELECT k.run_key FROM run_keys k
+                                     JOIN pending_enrichment p ON p.run_id = k.run_id AND p.kind = 'annotations')
+          AND {missing}
+        UNION ALL
+        SELECT {columns}, 'whole table' AS searched
+        FROM (SELECT 1 WHERE {verdict} IS NOT 1) AS verdict_not_passed CROSS JOIN transactions t
+        WHERE {missing}"""
+
+
+def ambiguous_wordings_sql() -> str:
+    """The wordings a run's tagging found ambiguous, most frequent first (``:run_id``: full id,
+    bare number, or blank for the latest run that recorded some)."""
+    return """SELECT w.run_id, w.wording, w.tags_found, w.transactions FROM ambiguous_wordings w
+        WHERE w.run_id = (SELECT r.run_id FROM runs r
+                          WHERE (COALESCE(:run_id, '') = '' OR r.run_id = :run_id
+                                 OR substr(r.run_id, instr(r.run_id, '/') + 1) = :run_id)
+                            AND EXISTS (SELECT 1 FROM ambiguous_wordings x WHERE x.run_id = r.run_id)
+                          ORDER BY r.started_at DESC LIMIT 1)
+        ORDER BY w.transactions DESC, w.wording LIMIT 100"""
+
+
+def daily_volume_sql() -> str:
+    """Per UTC day: runs (succeeded, failed) and rows read, loaded, new, updated, rejected."""
+    return """SELECT substr(started_at, 1, 10) AS day, COUNT(*) AS runs,
+               SUM(status = 'succeeded') AS succeeded, SUM(status = 'failed') AS failed,
+               SUM(rows_read) AS rows_read, SUM(rows_loaded) AS rows_loaded, SUM(rows_new) AS rows_new,
+               SUM(rows_updated) AS rows_updated, SUM(rows_rejected) AS rows_rejected
+        FROM runs GROUP BY day ORDER BY day DESC"""
+
+
+def failed_steps_sql() -> str:
+    """The latest failed step attempts, with their errors."""
+    return """SELECT run_id, step, attempt, started_at, duration_s, error_type, error_message
+        FROM step_runs WHERE status = 'failed' ORDER BY started_at DESC LIMIT 100"""
+
+
+def pending_enrichment_sql() -> str:
+    """Runs whose rows still wait for tags or annotations (caught up by the next run)."""
+    return """SELECT p.run_id, p.kind, r.status AS run_status, r.started_at, r.rows_new, r.rows_updated
+        FROM pending_enrichment p LEFT JOIN runs r ON r.run_id = p.run_id
+        ORDER BY r.started_at DESC, p.kind"""
+
+
+_SQL = {
+    "runs_by_status": runs_by_status_sql(),
+    "last_run_failed_checks": last_run_failed_checks_sql(),
+    "run_rejected_rows": run_rejected_rows_sql(),
+    "step_durations": step_durations_sql(),
+    "runs_between": runs_between_sql(),
+    "unannotated_transactions": unannotated_transactions_sql(),
+    "most_ambiguous_wordings": ambiguous_wordings_sql(),
+    "daily_volume": daily_volume_sql(),
+    "failed_steps": failed_steps_sql(),
+    "runs_pending_enrichment": pending_enrichment_sql(),
+}
+
+#: Every canned query with its SQLite SQL, by name.
+CANNED_QUERIES: dict[str, CannedQuery] = {name: query.with_sql(_SQL[name]) for name, query in QUERIES.items()}

@@ -1,4 +1,8 @@
-"""Shared fixtures: temporary databases and an isolated Metaflow datastore."""
+"""Shared fixtures: temporary databases on every backend and an isolated Metaflow datastore.
+
+The suite reads nothing outside the repository: the original 50-row sample of the job is
+tests/data/reference_transactions.csv.
+"""
 from __future__ import annotations
 
 import os
@@ -7,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-REFERENCE_CSV = ROOT.parent / "shared" / "reference" / "transactions.csv"
+REFERENCE_CSV = Path(__file__).resolve().parent / "data" / "reference_transactions.csv"
 
 
 @pytest.fixture(autouse=True)
@@ -18,7 +22,7 @@ def _isolated_environment(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("METAFLOW_DATASTORE_SYSROOT_LOCAL", str(datastore))
     monkeypatch.setenv("USER", os.environ.get("USER") or "tester")
     for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM", "TWILIO_TO",
-                 "TWILIO_CONFIG", "PROMETHEUS_PUSHGATEWAY"):
+                 "TWILIO_CONFIG", "PROMETHEUS_PUSHGATEWAY", "ENRICH_SIMULATE_FAILURE"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -29,42 +33,53 @@ def db_path(tmp_path) -> Path:
 
 
 @pytest.fixture
-def fresh_db(db_path):
-    """A new database with the project's schema (a real SQLite file)."""
-    from enrich import storage
+def sqlite_store(db_path):
+    """A new SQLite database file with the project's schema."""
+    from enrich.store import open_store
 
-    db = storage.connect(db_path)
-    yield db
-    db.close()
-
-
-class Store:
-    """A test database file. Bulk operations (load, publish, read in bulk) take its path and open
-    their own connection, so a test opens a sqlite3 connection only around each read
-    (see storage's note on two SQLite libraries in one process)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __call__(self, function, *args, **kwargs):
-        """Call ``function(db, *args, **kwargs)`` on a connection opened for the call."""
-        from enrich import storage
-
-        db = storage.connect(self.path)
-        try:
-            return function(db, *args, **kwargs)
-        finally:
-            db.close()
-
-    def rows(self, sql: str, params=()) -> list[tuple]:
-        """Run one statement and return its rows as tuples."""
-        return self(lambda db: [tuple(r) for r in db.execute(sql, params).fetchall()])
+    store = open_store(db_path)
+    store.prepare()
+    return store
 
 
 @pytest.fixture
-def store(db_path) -> Store:
-    """A new database file with the project's schema, no connection left open."""
-    from enrich import storage
+def store(sqlite_store):
+    """A new, empty database of the project (SQLite; the shared suites use ``any_store``)."""
+    return sqlite_store
 
-    storage.connect(db_path).close()
-    return Store(db_path)
+
+BACKENDS = ["sqlite"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    """Each backend in turn: the shared suites run once per backend."""
+    return request.param
+
+
+@pytest.fixture
+def new_database(backend, tmp_path_factory):
+    """A factory of new, empty database locations on ``backend`` (a file path, or a URL)."""
+    def new() -> str:
+        return str(tmp_path_factory.mktemp("db") / "database.db")
+
+    return new
+
+
+@pytest.fixture
+def new_store(new_database):
+    """A factory of new, empty, prepared stores on ``backend`` (for property tests: one per example)."""
+    from enrich.store import open_store
+
+    def new():
+        store = open_store(new_database())
+        store.prepare()
+        return store
+
+    return new
+
+
+@pytest.fixture
+def any_store(new_store):
+    """A new, empty database on each backend."""
+    return new_store()

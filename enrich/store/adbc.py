@@ -11,21 +11,51 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import adbc_driver_manager
 import pyarrow as pa
+
+#: Every error an ADBC driver raises.
+DriverError = adbc_driver_manager.Error
 
 
 class Cursor:
-    """An ADBC DB-API cursor with scalar/row/dict reads, Arrow batches and bulk ingest."""
+    """An ADBC DB-API cursor with scalar/row/dict reads, Arrow batches and bulk ingest.
 
-    def __init__(self, cursor: Any) -> None:
-        self.cursor = cursor
+    A statement that fails leaves the driver's cursor unusable (its parameters stay bound): the
+    cursor is then replaced by a fresh one on the same connection, so that the caller can still
+    roll back.
+    """
+
+    def __init__(self, connection: Any, options: dict[str, str] | None = None) -> None:
+        self.connection, self.options = connection, dict(options or {})
+        self.cursor = self._new_cursor()
+
+    def _new_cursor(self) -> Any:
+        cursor = self.connection.cursor()
+        if self.options:
+            cursor.adbc_statement.set_options(**self.options)
+        return cursor
+
+    def close(self) -> None:
+        self.cursor.close()
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> None:
-        self.cursor.execute(sql, tuple(params) if params else None)
+        try:
+            self.cursor.execute(sql, tuple(params) if params else None)
+        except DriverError:  # the driver's cursor is unusable now: renew it, then re-raise as it is
+            self.cursor.close()
+            self.cursor = self._new_cursor()
+            raise
 
     def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
-        if rows:
+        if not rows:
+            return
+        try:
             self.cursor.executemany(sql, [tuple(row) for row in rows])
+        except DriverError:  # as in execute
+            self.cursor.close()
+            self.cursor = self._new_cursor()
+            raise
 
     def scalar(self, sql: str, params: Sequence[object] = ()) -> Any:
         self.execute(sql, params)

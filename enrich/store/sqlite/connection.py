@@ -16,10 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import adbc_driver_manager
 import adbc_driver_sqlite.dbapi as adbc_sqlite
 
-from enrich.store.adbc import Cursor
+from enrich.store.adbc import Cursor, DriverError
 from enrich.store.errors import (CannotOpenDatabase, ConstraintViolation, DatabaseBusy, DatabaseDirectoryMissing,
                                  DatabaseMissing, DatabaseReadOnly, NotADatabase, StorageError, StorageFull)
 
@@ -29,8 +28,6 @@ BATCH_ROWS = 262_144  # rows per Arrow batch read back
 #: Page cache of a connection, in KiB: 128 MiB for bulk work (as fast as 256 MiB for 10M-row
 #: loads, and the load's process stays well under 1 GiB), 64 MiB otherwise.
 BULK_CACHE_KIB, CACHE_KIB = 131072, 65536
-
-DriverError = adbc_driver_manager.Error
 
 
 @contextmanager
@@ -52,10 +49,8 @@ def connect(path: Path, *, foreign_keys: bool = True, busy_timeout_ms: int = BUS
     except DriverError as exc:
         raise database_error(path, exc) from exc
     try:
-        cursor = conn.cursor()
+        cur = Cursor(conn, {"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
         try:
-            cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
-            cur = Cursor(cursor)
             if new_file:  # before WAL and any table
                 cur.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             for pragma in _pragmas(foreign_keys, busy_timeout_ms, BULK_CACHE_KIB if bulk else CACHE_KIB):
@@ -64,7 +59,7 @@ def connect(path: Path, *, foreign_keys: bool = True, busy_timeout_ms: int = BUS
                 cur.scalar("PRAGMA journal_mode = WAL")
             yield cur
         finally:
-            cursor.close()
+            cur.close()
     except DriverError as exc:
         if condition_of(exc):  # a state of the file or disk; anything else is a bug, raised as it is
             raise database_error(path, exc) from exc
@@ -89,15 +84,14 @@ def read_only(path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS, *, query_only:
     except DriverError as exc:
         raise database_error(path, exc) from exc
     try:
-        cursor = conn.cursor()
+        cur = Cursor(conn)
         try:
-            cur = Cursor(cursor)
             cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             if query_only:
                 cur.execute("PRAGMA query_only = ON")
             yield cur
         finally:
-            cursor.close()
+            cur.close()
     except DriverError as exc:
         if condition_of(exc):  # a state of the file or disk; anything else is a bug, raised as it is
             raise database_error(path, exc) from exc

@@ -163,7 +163,7 @@ def simulated_target(flow: Any) -> str:
     does not inherit it: it simulates only what its launcher was given again."""
     if getattr(current, "origin_run_id", None):
         return os.environ.get(SIMULATE_ENV, "")
-    return getattr(flow, "failing_step", None) or ""
+    return getattr(flow, "failing_step", None) or getattr(flow, "simulate_failure", "") or ""
 
 
 def choose_failing_step(choice: str, steps: list[str]) -> str:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,9 +38,15 @@ class FlowResult:
     database: Path
     sms: list[dict]
 
+    @property
+    def store(self):
+        """The run's database, read through the project's store."""
+        from enrich.store import open_store
+
+        return open_store(self.database)
+
     def query(self, sql: str, params=()) -> list[tuple]:
-        with sqlite3.connect(self.database) as conn:
-            return [tuple(row) for row in conn.execute(sql, params)]
+        return self.store.rows(sql, params)
 
     def count(self, table: str) -> int:
         return self.query(f"SELECT COUNT(*) FROM {table}")[0][0]

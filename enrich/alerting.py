@@ -23,10 +23,10 @@ logger = logging.getLogger(__name__)
 def alert_failures(store: Store | None, flow_name: str, run_number: str,
                    failures: Sequence[Failure]) -> "AlertResult":
     """Send one SMS listing every failure of the run, and record it in the ledger when possible."""
-    from enrich.alerts import compose_failure_message, load_twilio_config, send_sms
+    from enrich.alerts import compose_failure_message, send_alert
 
     body = compose_failure_message(flow_name, run_number, list(failures))
-    result = send_sms(load_twilio_config(PROJECT_DIR), body)
+    result = send_alert(body, PROJECT_DIR)
     logger.info("SMS alert for run %s: %s%s", run_number, result.status, f" ({result.error})" if result.error else "")
     if store is not None:
         try:

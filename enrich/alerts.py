@@ -1,6 +1,6 @@
 """SMS alerting for failed flow runs, through Twilio.
 
-Three parts, used by the flow's failure-check step:
+Four parts, used by the flow's failure-check step:
 
 * :func:`load_twilio_config` finds the Twilio settings (``twilio_config.json``
   or the file named by ``TWILIO_CONFIG``, overridden key by key by the
@@ -9,27 +9,39 @@ Three parts, used by the flow's failure-check step:
   at most :data:`MAX_SMS_CHARS` characters;
 * :func:`send_sms` sends it to every recipient with the official Twilio client,
   retrying transient errors, and reports the outcome as an :class:`AlertResult`
-  instead of raising.
+  instead of raising;
+* :func:`send_alert` does both ends: loads the configuration and sends, turning
+  an unusable configuration into a ``not_configured`` result too.
 
-The auth token is kept out of ``repr``, error messages, :class:`AlertResult`
-and log output (see :mod:`enrich.secrets`).
+Each send attempt that fails is logged once, in one short line (the number
+masked, the Twilio error as its code and message, a network error as a few
+words); :class:`AlertResult` names every intended recipient, whatever the
+outcome. The auth token is kept out of ``repr``, error messages,
+:class:`AlertResult` and log output (see :mod:`enrich.secrets`).
 """
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import logging
 import os
+import re
+import socket
+import ssl
 import time
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import requests
+import urllib3.exceptions
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from enrich.errors import AlertingError, ConfigurationError, PermanentError
 from enrich.failures import Failure
 from enrich.secrets import install_redaction, redact, warn_if_world_readable
 
@@ -46,10 +58,12 @@ __all__ = [
     "ENV_VARS",
     "Failure",
     "MAX_SMS_CHARS",
+    "SmsSendError",
     "TwilioConfig",
     "TwilioConfigError",
     "compose_failure_message",
     "load_twilio_config",
+    "send_alert",
     "send_sms",
 ]
 
@@ -76,6 +90,8 @@ MAX_NAME_CHARS = 100
 MAX_BACKOFF_SECONDS = 30.0
 #: Socket/read timeout of one Twilio API request, in seconds.
 REQUEST_TIMEOUT_SECONDS = 15.0
+#: Longest reason kept for one failed recipient (Twilio's message, a network error).
+MAX_REASON_CHARS = 300
 
 _CHECK_PREFIX = "check:"
 _ELLIPSIS = "..."  # ASCII on purpose: a non-GSM character would switch the SMS to UCS-2
@@ -88,11 +104,20 @@ _NOT_CONFIGURED = (
 # --------------------------------------------------------------------------- config
 
 
-class TwilioConfigError(Exception):
+class TwilioConfigError(ConfigurationError, PermanentError):
     """The Twilio configuration is unusable: malformed file, missing or mistyped keys.
 
-    The message names the file and the offending key(s), never a secret value.
+    Permanent: a bad configuration does not fix itself, so retrying is useless.
+    The message is one line naming the file and the offending key(s), never a
+    secret value. ``recipients`` holds the numbers that were configured all the
+    same (``to`` / ``TWILIO_TO``), empty when none could be read, so that the
+    alert that could not be sent is still recorded against them.
     """
+
+    def __init__(self, message: str, *, recipients: Sequence[str] = ()) -> None:
+        """Create the error; ``recipients`` are the numbers configured, if known."""
+        super().__init__(message)
+        self.recipients: tuple[str, ...] = tuple(recipients)
 
 
 @dataclass(frozen=True)
@@ -119,19 +144,28 @@ class TwilioConfig:
 
 @dataclass(frozen=True)
 class AlertResult:
-    """Outcome of :func:`send_sms`.
+    """Outcome of :func:`send_sms` / :func:`send_alert`.
 
     ``status`` is ``"sent"`` (every recipient accepted), ``"partial"`` (some),
-    ``"failed"`` (none) or ``"not_configured"``. ``recipients`` lists the
-    numbers Twilio accepted the message for, in the same order as
-    ``message_sids``. ``error`` explains the failures (per failed recipient),
-    with secrets redacted; it is None when everything was sent.
+    ``"failed"`` (none) or ``"not_configured"`` (no usable configuration).
+
+    ``recipients`` lists every number the alert was meant for, whatever the
+    outcome: the configured ``to`` numbers (for ``not_configured``, those the
+    broken configuration names; empty only when none is configured).
+    ``delivered`` lists the numbers Twilio accepted the message for, in the
+    same order as ``message_sids``.
+
+    ``error`` is None when everything was sent, else ONE line with secrets
+    masked: the reason alone when every recipient failed the same way
+    (``Twilio error 20003: Authenticate (HTTP 401) - ...``), otherwise
+    ``number: reason`` per failed recipient, joined by ``; ``.
     """
 
     status: str
     recipients: tuple[str, ...]
     message_sids: tuple[str, ...]
     error: str | None
+    delivered: tuple[str, ...] = ()
 
 
 def _split_numbers(value: str) -> list[str]:
@@ -214,22 +248,33 @@ def load_twilio_config(
     Raises:
         TwilioConfigError: ``TWILIO_CONFIG`` names a missing file; the file is
             unreadable, not JSON, or has wrongly typed keys; or some keys are
-            still missing after merging file and environment.
+            still missing after merging file and environment. Its
+            ``recipients`` are the numbers configured all the same.
     """
     env = os.environ if environ is None else environ
+    env_token = (env.get(ENV_VARS["auth_token"]) or "").strip()
+    if env_token:  # masked before anything (a broken file, say) can be logged
+        install_redaction([env_token, _basic_auth_value(
+            (env.get(ENV_VARS["account_sid"]) or "").strip(), env_token)])
+    env_recipients = tuple(_split_numbers(env.get(ENV_VARS["to"]) or ""))
     explicit = (env.get(CONFIG_PATH_ENV) or "").strip()
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
             raise TwilioConfigError(
-                f"{CONFIG_PATH_ENV} points to {path}, which does not exist or is not a file"
+                f"{CONFIG_PATH_ENV} points to {path}, which does not exist or is not a file",
+                recipients=env_recipients,
             )
         file_used = True
     else:
         path = Path(project_dir) / CONFIG_FILENAME
         file_used = path.is_file()
 
-    values: dict[str, Any] = _read_config_file(path) if file_used else {}
+    try:
+        values: dict[str, Any] = _read_config_file(path) if file_used else {}
+    except TwilioConfigError as exc:
+        exc.recipients = env_recipients  # the file's own numbers are unknown: it is unusable
+        raise
     from_env: list[str] = []
     for key, var in ENV_VARS.items():
         raw = (env.get(var) or "").strip()
@@ -259,7 +304,8 @@ def load_twilio_config(
             "Twilio is only partially configured: missing "
             + ", ".join(f"'{key}' (or {ENV_VARS[key]})" for key in missing)
             + f"; {source}, environment sets "
-            + (", ".join(from_env) if from_env else "nothing")
+            + (", ".join(from_env) if from_env else "nothing"),
+            recipients=values.get("to", ()),
         )
     logger.debug("Twilio config loaded from %s%s", path if file_used else "environment",
                  f" with overrides {', '.join(from_env)}" if file_used and from_env else "")
@@ -378,14 +424,38 @@ def compose_failure_message(
 # --------------------------------------------------------------------------- sending
 
 
-class _AttemptFailed(Exception):
-    """Internal: one send attempt failed; carries whether to retry and why."""
+class SmsSendError(AlertingError):
+    """The SMS could not be sent to one recipient.
 
-    def __init__(self, reason: str, *, transient: bool, auth: bool = False) -> None:
+    Raised, for one recipient, when Twilio answers with a permanent error (bad
+    credentials, invalid number...) or when a transient one (5xx, 429, network
+    error) outlasts the attempts allowed. :func:`send_sms` catches it and
+    reports it in :attr:`AlertResult.error`; it does not escape the module.
+
+    ``reason`` is one short line with secrets masked (e.g. ``Twilio error
+    20003: Authenticate (HTTP 401) - ...`` or ``connection refused``);
+    ``transient`` tells whether another attempt might succeed, ``auth`` whether
+    the credentials were refused (the other recipients would fail the same
+    way), ``network`` whether Twilio was not reached at all, and ``attempts``
+    how many attempts were made.
+    """
+
+    def __init__(self, reason: str, *, transient: bool, auth: bool = False,
+                 network: bool = False, attempts: int = 1) -> None:
+        """Create the error for one failed attempt (``attempts`` updated as retries go)."""
         super().__init__(reason)
         self.reason = reason
         self.transient = transient
         self.auth = auth
+        self.network = network
+        self.attempts = attempts
+
+    def __str__(self) -> str:
+        """The reason, as recorded: network errors say so, and exhausted retries too."""
+        text = f"network error: {self.reason}" if self.network else self.reason
+        if self.transient and self.attempts > 1:
+            text += f"; gave up after {self.attempts} attempts"
+        return text
 
 
 def _basic_auth_value(account_sid: str, auth_token: str) -> str:
@@ -414,41 +484,158 @@ def _build_client(config: TwilioConfig) -> Client:
     )
 
 
-def _classify(exc: Exception) -> _AttemptFailed:
-    """Turn a Twilio/network exception into a reason and a retry decision."""
+def _clip_reason(text: str) -> str:
+    """One line of at most MAX_REASON_CHARS characters."""
+    return _clip(_one_line(text), MAX_REASON_CHARS)
+
+
+_OBJECT_REPR = re.compile(r"<[^<>]* object at 0x[0-9a-fA-F]+>")
+_TWILIO_PREFIX = re.compile(r"^Unable to (?:create|fetch|update|delete) record(?::\s*|$)")
+
+
+def _twilio_failure(exc: TwilioRestException | TwilioServiceException) -> SmsSendError:
+    """``Twilio error CODE: MESSAGE (HTTP STATUS)``; 5xx, 408 and 429 are transient.
+
+    The message is Twilio's own (``Authenticate``), without the client's
+    ``Unable to create record:`` prefix; a body without one (a proxy's HTML
+    page) gives the HTTP reason phrase instead. The exception's ``str()`` is
+    never used: on a terminal it is a multi-line coloured report.
+    """
+    status = int(getattr(exc, "status", 0) or 0)
+    code = getattr(exc, "code", None)
+    if isinstance(exc, TwilioServiceException) and hasattr(exc, "title"):
+        message = str(exc.title or "")
+        if getattr(exc, "detail", None):
+            message = f"{message} - {exc.detail}" if message else str(exc.detail)
+    else:
+        message = _TWILIO_PREFIX.sub("", str(getattr(exc, "msg", "") or ""))
+    if not message:
+        try:
+            message = HTTPStatus(status).phrase
+        except ValueError:
+            message = "no details"
+    message = _one_line(message)
+    if code and code != status:
+        reason = f"Twilio error {code}: {message} (HTTP {status})"
+    else:
+        reason = f"HTTP {status}: {message}"
+    auth = status in (401, 403)
+    if auth:
+        reason += " - authentication failed, check account_sid and auth_token"
+    return SmsSendError(_clip_reason(reason), transient=status >= 500 or status in (408, 429),
+                        auth=auth)
+
+
+def _exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception it wraps: causes, contexts, and those held in its args
+    or in a ``reason`` attribute (urllib3's MaxRetryError), breadth first."""
+    queue: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while queue and len(seen) < 20:
+        current = queue.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        wrapped = [current.__cause__, current.__context__, getattr(current, "reason", None),
+                   *getattr(current, "args", ())]
+        queue.extend(item for item in wrapped if isinstance(item, BaseException))
+
+
+def _is_connect_timeout(exc: BaseException) -> bool:
+    """A timeout while connecting. urllib3's NewConnectionError (any failure to
+    connect, a refusal too) subclasses ConnectTimeoutError: it does not count."""
+    return isinstance(exc, (requests.exceptions.ConnectTimeout,
+                            urllib3.exceptions.ConnectTimeoutError)) \
+        and not isinstance(exc, urllib3.exceptions.NewConnectionError)
+
+
+#: Network conditions by exception, most specific first: (test, words).
+_NETWORK_TYPES: tuple[tuple[Callable[[BaseException], bool], str], ...] = (
+    (lambda e: isinstance(e, (urllib3.exceptions.NameResolutionError, socket.gaierror)),
+     "host name lookup failed"),
+    (lambda e: isinstance(e, ConnectionRefusedError), "connection refused"),
+    (lambda e: isinstance(e, ConnectionResetError), "connection reset"),
+    (lambda e: isinstance(e, (ConnectionAbortedError, http.client.RemoteDisconnected)),
+     "connection closed by the server"),
+    (lambda e: isinstance(e, (requests.exceptions.SSLError, ssl.SSLError)),
+     "TLS handshake failed"),
+    (lambda e: isinstance(e, (requests.exceptions.ProxyError, urllib3.exceptions.ProxyError)),
+     "proxy error"),
+    (_is_connect_timeout, "connection timed out"),
+    (lambda e: isinstance(e, (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)),
+     "read timed out"),
+    (lambda e: isinstance(e, requests.exceptions.ChunkedEncodingError),
+     "connection broken mid-response"),
+    (lambda e: isinstance(e, (requests.exceptions.Timeout, TimeoutError)), "timed out"),
+)
+#: The same conditions found in the text, when only a message is left (wrapped by hand).
+_NETWORK_WORDS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("connect timeout", "connection timed out"), "connection timed out"),
+    (("read timed out", "read timeout"), "read timed out"),
+    (("name or service not known", "temporary failure in name resolution",
+      "nodename nor servname", "failed to resolve", "getaddrinfo failed"), "host name lookup failed"),
+    (("connection refused",), "connection refused"),
+    (("connection reset",), "connection reset"),
+    (("connection aborted", "remote end closed connection", "remotedisconnected"),
+     "connection closed by the server"),
+    (("timed out",), "timed out"),
+)
+
+
+def _network_words(exc: BaseException) -> str:
+    """A few words naming a network failure (``connection refused``, ``read timed out``).
+
+    Looks at the exception and everything it wraps (requests' ConnectionError
+    holds urllib3's MaxRetryError, which holds NewConnectionError, caused by
+    the socket's ConnectionRefusedError), then at their text; the
+    400-character repr of the chain is never returned. An unknown condition
+    gives the socket's own few words (``no route to host``) or the type name.
+    """
+    chain = list(_exception_chain(exc))
+    for matches, words in _NETWORK_TYPES:
+        if any(matches(item) for item in chain):
+            return words
+    text = " ".join(str(item) for item in chain).lower()
+    for needles, words in _NETWORK_WORDS:
+        if any(needle in text for needle in needles):
+            return words
+    for item in chain:
+        if isinstance(item, OSError) and isinstance(item.strerror, str) and item.strerror:
+            return _clip(_one_line(item.strerror.lower()), 80)
+    innermost = chain[-1]
+    detail = _clip(_one_line(_OBJECT_REPR.sub("", str(innermost))), 80)
+    return f"{type(innermost).__name__}: {detail}" if detail else type(innermost).__name__
+
+
+_NETWORK_ERRORS = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                   requests.exceptions.ChunkedEncodingError)
+
+
+def _classify(exc: Exception) -> SmsSendError:
+    """Turn a Twilio/network exception into a one-line reason and a retry decision."""
     if isinstance(exc, (TwilioRestException, TwilioServiceException)):
-        status = int(getattr(exc, "status", 0) or 0)
-        code = getattr(exc, "code", None)
-        detail = getattr(exc, "msg", None) or getattr(exc, "title", "") or ""
-        extra = getattr(exc, "detail", None)
-        if extra:
-            detail = f"{detail} - {extra}" if detail else str(extra)
-        reason = f"HTTP {status}"
-        if code and code != status:
-            reason += f" (Twilio error {code})"
-        if detail:
-            reason += f": {_one_line(detail)}"
-        if status in (401, 403):
-            reason += " - authentication failed, check account_sid and auth_token"
-        return _AttemptFailed(reason, transient=status >= 500 or status == 429,
-                              auth=status in (401, 403))
-    network = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-               requests.exceptions.ChunkedEncodingError)
-    if isinstance(exc, network):
-        return _AttemptFailed(f"network error: {type(exc).__name__}: {_one_line(str(exc))}",
-                              transient=True)
+        return _twilio_failure(exc)
+    if isinstance(exc, _NETWORK_ERRORS):
+        return SmsSendError(_network_words(exc), transient=True, network=True)
     if isinstance(exc, TwilioException):
         cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, network):  # a wrapped network error (other twilio versions)
-            return _AttemptFailed(f"network error: {type(cause).__name__}: "
-                                  f"{_one_line(str(cause))}", transient=True)
-        return _AttemptFailed(f"Twilio error: {type(exc).__name__}: {_one_line(str(exc))}",
-                              transient=False)
+        if isinstance(cause, _NETWORK_ERRORS):  # a wrapped network error (other twilio versions)
+            return SmsSendError(_network_words(cause), transient=True, network=True)
+        return SmsSendError(_clip_reason(f"Twilio client error: {type(exc).__name__}: {exc}"),
+                            transient=False)
     if isinstance(exc, requests.exceptions.RequestException):
-        return _AttemptFailed(f"HTTP client error: {type(exc).__name__}: "
-                              f"{_one_line(str(exc))}", transient=False)
-    return _AttemptFailed(f"unexpected response from Twilio: {type(exc).__name__}: "
-                          f"{_one_line(str(exc))}", transient=False)
+        return SmsSendError(f"HTTP client error: {type(exc).__name__}", transient=False)
+    return SmsSendError(f"unexpected response from Twilio: {type(exc).__name__}",
+                        transient=False)
+
+
+def _mask_number(number: str) -> str:
+    """A phone number for log lines: ``+33600000001`` -> ``+336...01``."""
+    number = str(number)
+    if len(number) <= 6:
+        return "..." + number[-2:]
+    return f"{number[:4]}...{number[-2:]}"
 
 
 def _send_one(
@@ -464,9 +651,13 @@ def _send_one(
 ) -> str:
     """Send ``body`` to one recipient, retrying transient errors; return the message sid.
 
+    Every failed attempt is logged once, in one line: a warning with the
+    pause when it will be retried, an error saying why not otherwise.
+
     Raises:
-        _AttemptFailed: the last attempt's failure (permanent, or retries exhausted).
+        SmsSendError: the last attempt's failure (permanent, or retries exhausted).
     """
+    masked = _mask_number(recipient)
     for attempt in range(1, max_attempts + 1):
         try:
             message = client.messages.create(body=body, from_=config.from_, to=recipient)
@@ -474,16 +665,29 @@ def _send_one(
         except (TwilioException, requests.exceptions.RequestException,
                 json.JSONDecodeError) as exc:
             failure = _classify(exc)
-            failure.reason = redact(failure.reason, secrets)
-        if not failure.transient or attempt == max_attempts:
-            if failure.transient:
-                failure.reason += f" (gave up after {max_attempts} attempts)"
+        failure.reason = redact(failure.reason, secrets)
+        failure.attempts = attempt
+        line = f"SMS attempt {attempt}/{max_attempts} to {masked} failed: {failure.reason}"
+        if not failure.transient:
+            logger.error("%s; not retried (permanent error)", line)
+            raise failure
+        if attempt == max_attempts:
+            logger.error("%s; giving up", line)
             raise failure
         delay = min(backoff_seconds * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
-        logger.warning("SMS to %s failed (attempt %d/%d): %s; retrying in %.1fs",
-                       recipient, attempt, max_attempts, failure.reason, delay)
+        logger.warning("%s; retrying in %.1f s", line, delay)
         sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _error_line(failures: list[tuple[str, str]], recipients: Sequence[str]) -> str | None:
+    """``AlertResult.error``: one line, the reason alone when all failed alike."""
+    if not failures:
+        return None
+    reasons = {reason for _, reason in failures}
+    if len(failures) == len(recipients) and len(reasons) == 1:
+        return reasons.pop()
+    return "; ".join(f"{number}: {reason}" for number, reason in failures)
 
 
 def send_sms(
@@ -499,11 +703,16 @@ def send_sms(
 
     One ``client.messages.create`` request per recipient, with the official
     Twilio client (built from ``config`` unless ``client`` is given). HTTP 5xx,
-    429 and network errors/timeouts are retried up to ``max_attempts`` attempts
-    in total, pausing ``backoff_seconds * 2**(n-1)`` (capped at
+    408, 429 and network errors/timeouts are retried up to ``max_attempts``
+    attempts in total, pausing ``backoff_seconds * 2**(n-1)`` (capped at
     MAX_BACKOFF_SECONDS) via ``sleep``; other errors (400 invalid number, 401
     bad credentials, ...) are not. After an authentication error (401/403) the
     remaining recipients are skipped, since they would fail the same way.
+
+    Each failed attempt is logged once, in one line (``SMS attempt 2/3 to
+    +336...01 failed: connection refused; retrying in 1.0 s``), never with a
+    traceback. The result names every recipient in ``config.to`` whatever the
+    outcome (see :class:`AlertResult`).
 
     With ``config`` None, logs one warning and returns status ``not_configured``.
     The auth token (raw and as Basic auth value) is redacted from the log
@@ -530,34 +739,65 @@ def send_sms(
     if client is None:
         client = _build_client(config)
 
-    sent_to: list[str] = []
+    delivered: list[str] = []
     sids: list[str] = []
-    errors: list[str] = []
+    failures: list[tuple[str, str]] = []
     for index, recipient in enumerate(config.to):
         try:
             sid = _send_one(client, config, recipient, body, max_attempts=max_attempts,
                             backoff_seconds=backoff_seconds, sleep=sleep, secrets=secrets)
-        except _AttemptFailed as failure:
-            logger.error("SMS alert to %s failed: %s", recipient, failure.reason)
-            errors.append(f"{recipient}: {failure.reason}")
+        except SmsSendError as failure:
+            failures.append((recipient, str(failure)))
             if failure.auth:
                 skipped = config.to[index + 1:]
                 if skipped:
-                    logger.error("Skipping %d other recipient(s) after the authentication "
-                                 "error", len(skipped))
-                    errors.extend(f"{number}: skipped after authentication error"
-                                  for number in skipped)
+                    logger.error("SMS alert: skipping %d other recipient(s) after the "
+                                 "authentication error", len(skipped))
+                    failures.extend((number, "skipped after authentication error")
+                                    for number in skipped)
                 break
             continue
-        logger.info("SMS alert sent to %s (message sid %s)", recipient, sid)
-        sent_to.append(recipient)
+        logger.info("SMS alert sent to %s (message sid %s)", _mask_number(recipient), sid)
+        delivered.append(recipient)
         sids.append(sid)
 
-    if not errors:
+    if not failures:
         status = "sent"
     elif sids:
         status = "partial"
     else:
         status = "failed"
-    error = redact("; ".join(errors), secrets) if errors else None
-    return AlertResult(status, tuple(sent_to), tuple(sids), error)
+    error = _error_line(failures, config.to)
+    return AlertResult(status, tuple(config.to), tuple(sids),
+                       redact(error, secrets) if error else None, tuple(delivered))
+
+
+def send_alert(
+    body: str,
+    project_dir: Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    client: Client | None = None,
+    max_attempts: int = 3,
+    backoff_seconds: float = 0.5,
+    sleep: Callable[[float], Any] = time.sleep,
+) -> AlertResult:
+    """Load the Twilio configuration (see :func:`load_twilio_config`) and send ``body``.
+
+    An unusable configuration does not raise: it is logged in one error line
+    and gives a ``not_configured`` result whose ``recipients`` are the numbers
+    that configuration names (empty when none could be read) and whose
+    ``error`` is the configuration error, one line without secret. Otherwise
+    the result is :func:`send_sms`'s, with the same keyword arguments.
+
+    Raises:
+        ValueError: ``max_attempts`` < 1 or ``backoff_seconds`` < 0 (caller bug).
+    """
+    try:
+        config = load_twilio_config(project_dir, environ)
+    except TwilioConfigError as exc:
+        reason = _one_line(redact(str(exc)))
+        logger.error("SMS alert not sent: %s", reason)
+        return AlertResult("not_configured", exc.recipients, (), reason)
+    return send_sms(config, body, client=client, max_attempts=max_attempts,
+                    backoff_seconds=backoff_seconds, sleep=sleep)

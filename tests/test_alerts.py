@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import stat
+import sys
 import uuid
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -15,18 +16,23 @@ from urllib.parse import parse_qs
 import pytest
 import requests
 import responses
+import urllib3
+import urllib3.util.connection
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twilio.rest import Client
 
+from enrich import alerts, errors
 from enrich.alerts import (
     MAX_SMS_CHARS,
     AlertResult,
     Failure,
+    SmsSendError,
     TwilioConfig,
     TwilioConfigError,
     compose_failure_message,
     load_twilio_config,
+    send_alert,
     send_sms,
 )
 from enrich.secrets import uninstall_redaction
@@ -437,7 +443,7 @@ def test_sends_one_request_with_form_body_and_basic_auth(twilio_api):
     assert base64.b64decode(value).decode() == f"{SID}:{TOKEN}"
 
     sid = json.loads(twilio_api.calls[0].response.text)["sid"]
-    assert result == AlertResult("sent", (TO,), (sid,), None)
+    assert result == AlertResult("sent", (TO,), (sid,), None, delivered=(TO,))
     assert sid.startswith("SM")
 
 
@@ -455,6 +461,7 @@ def test_one_request_per_recipient(twilio_api):
     assert all(form_of(call)["From"] == FROM and form_of(call)["Body"] == "alert"
                for call in twilio_api.calls)
     assert result.status == "sent" and result.recipients == (TO, TO2)
+    assert result.delivered == (TO, TO2)
     assert len(set(result.message_sids)) == 2
 
 
@@ -492,8 +499,11 @@ def test_no_retry_on_401(twilio_api, caplog):
         result = send_sms(config(), "x", sleep=delays.append)
     assert len(twilio_api.calls) == 1
     assert delays == []
-    assert result.status == "failed" and result.recipients == () and result.message_sids == ()
-    assert "401" in result.error and "authenticat" in result.error.lower()
+    # the intended recipient is recorded even though nothing was sent (issue 15)
+    assert result.status == "failed" and result.recipients == (TO,)
+    assert result.message_sids == () and result.delivered == ()
+    assert result.error == ("Twilio error 20003: Authenticate (HTTP 401) - authentication failed, "
+                            "check account_sid and auth_token")
     assert TOKEN not in result.error and BASIC not in result.error
     assert any("401" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
 
@@ -502,7 +512,8 @@ def test_401_skips_the_other_recipients(twilio_api):
     add_error(twilio_api, 401, 20003, "Authenticate")
     result = send_sms(config(TO, TO2), "x", **NO_SLEEP)
     assert len(twilio_api.calls) == 1
-    assert result.status == "failed"
+    assert result.status == "failed" and result.recipients == (TO, TO2)
+    assert result.error.startswith(f"{TO}: Twilio error 20003: Authenticate (HTTP 401)")
     assert f"{TO2}: skipped" in result.error
 
 
@@ -512,8 +523,10 @@ def test_invalid_number_is_not_retried_and_gives_partial(twilio_api):
     result = send_sms(config(TO, TO2), "x", **NO_SLEEP)
     assert [form_of(call)["To"] for call in twilio_api.calls] == [TO, TO2]
     assert result.status == "partial"
-    assert result.recipients == (TO2,) and len(result.message_sids) == 1
-    assert "HTTP 400" in result.error and "21211" in result.error and TO in result.error
+    assert result.recipients == (TO, TO2)
+    assert result.delivered == (TO2,) and len(result.message_sids) == 1
+    assert result.error == (f"{TO}: Twilio error 21211: The 'To' number {TO} is not a valid "
+                            "phone number. (HTTP 400)")
 
 
 def test_connection_error_retried_then_failed(twilio_api):
@@ -523,9 +536,8 @@ def test_connection_error_retried_then_failed(twilio_api):
     result = send_sms(config(), "x", sleep=delays.append)
     assert len(twilio_api.calls) == 3
     assert delays == [0.5, 1.0]
-    assert result.status == "failed"
-    assert "network error" in result.error and "ConnectionError" in result.error
-    assert "3 attempts" in result.error
+    assert result.status == "failed" and result.recipients == (TO,)
+    assert result.error == "network error: connection reset; gave up after 3 attempts"
 
 
 def test_timeout_retried_then_succeeds(twilio_api):
@@ -542,7 +554,9 @@ def test_backoff_is_exponential_and_bounded(twilio_api):
     result = send_sms(config(), "x", max_attempts=6, backoff_seconds=4.0, sleep=delays.append)
     assert len(twilio_api.calls) == 6
     assert delays == [4.0, 8.0, 16.0, 30.0, 30.0]
-    assert result.status == "failed" and "HTTP 503" in result.error
+    assert result.status == "failed"
+    assert result.error == ("Twilio error 20503: Service Unavailable (HTTP 503); "
+                            "gave up after 6 attempts")
 
 
 def test_problem_details_5xx_is_retried(twilio_api):
@@ -631,3 +645,294 @@ def test_no_file_permissions_change(tmp_path):
     path = write_config(tmp_path / "twilio_config.json", FULL_FILE, mode=0o644)
     load_twilio_config(tmp_path, environ={})
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+
+
+# --------------------------------------------------------------------------- issue 15: thin records
+# "For failed sends alerts.recipients is empty. Each Twilio network error is logged as
+# about 400 characters, six times."
+
+MASKED_TO = "+336...01"
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+def alert_lines(caplog) -> list[logging.LogRecord]:
+    """What this module logged at WARNING or above."""
+    return [r for r in caplog.records if r.name == "enrich.alerts" and r.levelno >= logging.WARNING]
+
+
+def wrapped_like_requests(root: BaseException) -> requests.exceptions.ConnectionError:
+    """``root`` wrapped the way urllib3 and requests wrap a failed connection:
+    ConnectionError(MaxRetryError(reason=NewConnectionError(...) from root))."""
+    conn = urllib3.connection.HTTPSConnection("api.twilio.com", 443)  # not connected
+    try:
+        raise urllib3.exceptions.NewConnectionError(
+            conn, f"Failed to establish a new connection: {root}") from root
+    except urllib3.exceptions.NewConnectionError as new:
+        reason = new
+    pool = urllib3.HTTPSConnectionPool("api.twilio.com", 443)
+    retry = urllib3.exceptions.MaxRetryError(pool, MESSAGES_URL.split(".com", 1)[1], reason=reason)
+    return requests.exceptions.ConnectionError(retry)
+
+
+def test_wrapped_error_is_as_long_as_the_one_reported():
+    """The fixture below reproduces the ~400-character message of the report."""
+    exc = wrapped_like_requests(ConnectionRefusedError(111, "Connection refused"))
+    assert len(str(exc)) > 250 and "HTTPSConnectionPool" in str(exc)
+
+
+@pytest.mark.parametrize("error, words", [
+    (wrapped_like_requests(ConnectionRefusedError(111, "Connection refused")), "connection refused"),
+    (wrapped_like_requests(ConnectionResetError(104, "Connection reset by peer")), "connection reset"),
+    (wrapped_like_requests(socket.gaierror(-3, "Temporary failure in name resolution")),
+     "host name lookup failed"),
+    (wrapped_like_requests(OSError(113, "No route to host")), "no route to host"),
+    (requests.exceptions.ConnectTimeout(urllib3.exceptions.ConnectTimeoutError(
+        None, "Connection to api.twilio.com timed out. (connect timeout=15.0)")), "connection timed out"),
+    (requests.exceptions.ReadTimeout(urllib3.exceptions.ReadTimeoutError(
+        None, MESSAGES_URL, "Read timed out. (read timeout=15.0)")), "read timed out"),
+    (requests.exceptions.ConnectionError("Connection aborted.", "RemoteDisconnected('Remote end "
+                                         "closed connection without response')"),
+     "connection closed by the server"),
+    (requests.exceptions.SSLError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"),
+     "TLS handshake failed"),
+])
+def test_network_error_is_named_in_a_few_words(twilio_api, caplog, error, words):
+    twilio_api.add(responses.POST, MESSAGES_URL, body=error)
+    with caplog.at_level(logging.DEBUG):
+        result = send_sms(config(), "x", max_attempts=1, **NO_SLEEP)
+    assert result.error == f"network error: {words}"
+    lines = alert_lines(caplog)
+    assert [r.getMessage() for r in lines] == [f"SMS attempt 1/1 to {MASKED_TO} failed: {words}; giving up"]
+
+
+def test_network_failure_is_logged_once_per_attempt_in_one_short_line(twilio_api, caplog):
+    twilio_api.add(responses.POST, MESSAGES_URL,
+                   body=wrapped_like_requests(ConnectionRefusedError(111, "Connection refused")))
+    delays: list[float] = []
+    with caplog.at_level(logging.DEBUG):
+        result = send_sms(config(), "x", max_attempts=4, sleep=delays.append)
+    assert len(twilio_api.calls) == 4 and delays == [0.5, 1.0, 2.0]
+    assert [r.getMessage() for r in alert_lines(caplog)] == [
+        f"SMS attempt 1/4 to {MASKED_TO} failed: connection refused; retrying in 0.5 s",
+        f"SMS attempt 2/4 to {MASKED_TO} failed: connection refused; retrying in 1.0 s",
+        f"SMS attempt 3/4 to {MASKED_TO} failed: connection refused; retrying in 2.0 s",
+        f"SMS attempt 4/4 to {MASKED_TO} failed: connection refused; giving up",
+    ]
+    # nothing else, from any logger, says it again; no traceback, no raw repr
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 4
+    assert all(r.exc_info is None and r.exc_text is None for r in caplog.records)
+    assert all(len(r.getMessage()) <= 100 for r in caplog.records)
+    assert "HTTPSConnectionPool" not in caplog.text and "Traceback" not in caplog.text
+    assert result.error == "network error: connection refused; gave up after 4 attempts"
+    assert result.recipients == (TO,) and result.status == "failed"
+
+
+@pytest.fixture
+def refused_by_the_socket(monkeypatch):
+    """No interception: the real twilio -> requests -> urllib3 stack runs, and its
+    connection attempt is refused where urllib3 opens the socket (never the network)."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    opened: list[tuple] = []
+
+    def refuse(address, *args, **kwargs):
+        opened.append(address)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", refuse)
+    return opened
+
+
+def test_refused_connection_through_the_real_stack(refused_by_the_socket, caplog):
+    delays: list[float] = []
+    with caplog.at_level(logging.DEBUG):
+        result = send_sms(config(TO, TO2), "x", max_attempts=2, sleep=delays.append)
+    assert refused_by_the_socket == [("api.twilio.com", 443)] * 4  # 2 attempts x 2 recipients
+    assert result == AlertResult("failed", (TO, TO2), (), "network error: connection refused; "
+                                 "gave up after 2 attempts")
+    assert [r.getMessage() for r in alert_lines(caplog)] == [
+        f"SMS attempt 1/2 to {MASKED_TO} failed: connection refused; retrying in 0.5 s",
+        f"SMS attempt 2/2 to {MASKED_TO} failed: connection refused; giving up",
+        "SMS attempt 1/2 to +336...02 failed: connection refused; retrying in 0.5 s",
+        "SMS attempt 2/2 to +336...02 failed: connection refused; giving up",
+    ]
+    assert "Caused by" not in caplog.text and "Errno" not in caplog.text
+
+
+def test_5xx_is_logged_once_per_attempt_with_code_and_message(twilio_api, caplog):
+    add_error(twilio_api, 503, 20503, "Service Unavailable")
+    with caplog.at_level(logging.DEBUG):
+        result = send_sms(config(), "x", **NO_SLEEP)
+    reason = "Twilio error 20503: Service Unavailable (HTTP 503)"
+    assert [r.getMessage() for r in alert_lines(caplog)] == [
+        f"SMS attempt 1/3 to {MASKED_TO} failed: {reason}; retrying in 0.5 s",
+        f"SMS attempt 2/3 to {MASKED_TO} failed: {reason}; retrying in 1.0 s",
+        f"SMS attempt 3/3 to {MASKED_TO} failed: {reason}; giving up",
+    ]
+    assert result.error == f"{reason}; gave up after 3 attempts"
+
+
+def test_permanent_error_is_logged_once_with_its_reason(twilio_api, caplog):
+    add_error(twilio_api, 401, 20003, "Authenticate")
+    with caplog.at_level(logging.DEBUG):
+        send_sms(config(), "x", **NO_SLEEP)
+    assert [(r.levelno, r.getMessage()) for r in alert_lines(caplog)] == [
+        (logging.ERROR, f"SMS attempt 1/3 to {MASKED_TO} failed: Twilio error 20003: Authenticate "
+                        "(HTTP 401) - authentication failed, check account_sid and auth_token; "
+                        "not retried (permanent error)"),
+    ]
+
+
+def test_401_records_every_intended_recipient(twilio_api):
+    add_error(twilio_api, 401, 20003, "Authenticate")
+    result = send_sms(config(TO, TO2), "x", **NO_SLEEP)
+    assert result.recipients == (TO, TO2) and result.delivered == ()
+    assert "\n" not in result.error
+
+
+def test_invalid_number_without_retry_is_one_line(twilio_api, caplog):
+    add_error(twilio_api, 400, 21211, "The 'To' number +3360 is not a valid phone number.")
+    with caplog.at_level(logging.DEBUG):
+        result = send_sms(config(), "x", **NO_SLEEP)
+    assert len(twilio_api.calls) == 1
+    assert result.error == "Twilio error 21211: The 'To' number +3360 is not a valid phone number. (HTTP 400)"
+    assert len(alert_lines(caplog)) == 1
+
+
+def test_problem_details_error_is_one_line_with_code_title_and_detail(twilio_api):
+    twilio_api.add(responses.POST, MESSAGES_URL, status=400, json={
+        "type": "https://www.twilio.com/docs/errors/21211", "title": "Invalid 'To' Phone Number",
+        "status": 400, "code": 21211, "detail": "The number +3360\nis not valid"})
+    result = send_sms(config(), "x", **NO_SLEEP)
+    assert result.error == ("Twilio error 21211: Invalid 'To' Phone Number - The number +3360 "
+                            "is not valid (HTTP 400)")
+
+
+def test_error_body_that_is_not_json_gives_the_http_reason(twilio_api):
+    twilio_api.add(responses.POST, MESSAGES_URL, status=502, body="<html>Bad gateway</html>")
+    twilio_api.add(responses.POST, MESSAGES_URL, status=502, body="<html>Bad gateway</html>")
+    result = send_sms(config(), "x", max_attempts=2, **NO_SLEEP)
+    assert result.error == "HTTP 502: Bad Gateway; gave up after 2 attempts"
+
+
+def test_error_stays_one_line_when_stderr_is_a_terminal(twilio_api, caplog, monkeypatch):
+    """On a terminal twilio's str() of an error is a multi-line coloured report: not used."""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    add_error(twilio_api, 401, 20003, "Authenticate")
+    with caplog.at_level(logging.DEBUG):
+        result = send_sms(config(), "x", **NO_SLEEP)
+    assert result.error.startswith("Twilio error 20003: Authenticate (HTTP 401)")
+    assert "\n" not in caplog.text.strip() and "\033" not in caplog.text + result.error
+
+
+def test_secret_in_a_twilio_message_is_masked_in_the_one_line(twilio_api, caplog):
+    add_error(twilio_api, 400, 21604, f"token {TOKEN} / {BASIC} rejected")
+    with caplog.at_level(logging.DEBUG):
+        result = send_sms(config(), "x", **NO_SLEEP)
+    assert result.error == "Twilio error 21604: token *** / *** rejected (HTTP 400)"
+    assert TOKEN not in caplog.text and BASIC not in caplog.text
+
+
+def test_long_twilio_message_is_clipped(twilio_api):
+    add_error(twilio_api, 400, 21617, "x" * 5000)
+    result = send_sms(config(), "x", **NO_SLEEP)
+    assert len(result.error) <= alerts.MAX_REASON_CHARS and result.error.endswith("...")
+
+
+def test_sent_alert_is_logged_with_the_number_masked(twilio_api, caplog):
+    add_message_ok(twilio_api)
+    with caplog.at_level(logging.DEBUG):
+        send_sms(config(), "x", **NO_SLEEP)
+    assert TO not in caplog.text and f"SMS alert sent to {MASKED_TO}" in caplog.text
+
+
+# --------------------------------------------------------------------------- exception classes
+
+
+def test_config_error_is_a_permanent_configuration_error():
+    assert issubclass(TwilioConfigError, errors.ConfigurationError)
+    assert issubclass(TwilioConfigError, errors.PermanentError)
+    assert errors.is_permanent(TwilioConfigError("bad"))
+    assert isinstance(TwilioConfigError("bad"), errors.EnrichError)
+
+
+def test_send_error_is_an_alerting_error():
+    assert issubclass(SmsSendError, errors.AlertingError)
+    assert not errors.is_permanent(SmsSendError("x", transient=True))
+
+
+@pytest.mark.parametrize("cls", [TwilioConfigError, SmsSendError])
+def test_exception_classes_have_docstrings(cls):
+    assert cls.__doc__ and cls.__doc__.strip()
+    assert cls.__init__.__doc__
+
+
+def test_config_error_survives_pickling_with_its_recipients():
+    """Metaflow may pickle an exception between processes."""
+    import pickle
+
+    exc = pickle.loads(pickle.dumps(TwilioConfigError("bad", recipients=[TO])))
+    assert str(exc) == "bad" and exc.recipients == (TO,)
+
+
+def test_partial_configuration_error_carries_the_configured_recipients(tmp_path):
+    with pytest.raises(TwilioConfigError) as info:
+        load_twilio_config(tmp_path, environ={"TWILIO_TO": f"{TO},{TO2}", "TWILIO_FROM": FROM})
+    assert info.value.recipients == (TO, TO2)
+
+
+def test_unreadable_file_error_carries_the_environment_recipients(tmp_path):
+    write_config(tmp_path / "twilio_config.json", "{not json")
+    with pytest.raises(TwilioConfigError) as info:
+        load_twilio_config(tmp_path, environ={"TWILIO_TO": TO})
+    assert info.value.recipients == (TO,)
+    with pytest.raises(TwilioConfigError) as info:
+        load_twilio_config(tmp_path, environ={})
+    assert info.value.recipients == ()
+
+
+def test_environment_token_is_masked_even_when_the_file_is_broken(tmp_path, caplog):
+    write_config(tmp_path / "twilio_config.json", "{not json")
+    with pytest.raises(TwilioConfigError):
+        load_twilio_config(tmp_path, environ={"TWILIO_AUTH_TOKEN": TOKEN})
+    logging.getLogger("enrich.test").error("echo %s", TOKEN)
+    assert TOKEN not in caplog.text
+
+
+# --------------------------------------------------------------------------- send_alert
+
+
+ENV = {"TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_FROM": FROM, "TWILIO_TO": TO}
+
+
+def test_send_alert_sends_with_the_loaded_configuration(tmp_path, twilio_api):
+    add_message_ok(twilio_api)
+    result = send_alert("run failed", tmp_path, environ=ENV, **NO_SLEEP)
+    assert result.status == "sent" and result.recipients == (TO,)
+    assert form_of(twilio_api.calls[0])["Body"] == "run failed"
+
+
+def test_send_alert_without_configuration_is_not_configured(tmp_path, twilio_api, caplog):
+    with caplog.at_level(logging.DEBUG):
+        result = send_alert("x", tmp_path, environ={}, **NO_SLEEP)
+    assert result == AlertResult("not_configured", (), (), "Twilio is not configured")
+    assert len(alert_lines(caplog)) == 1
+
+
+def test_send_alert_with_a_broken_configuration_records_its_recipients(tmp_path, twilio_api, caplog):
+    environ = {key: value for key, value in ENV.items() if key != "TWILIO_AUTH_TOKEN"}
+    with caplog.at_level(logging.DEBUG):
+        result = send_alert("x", tmp_path, environ=environ, **NO_SLEEP)
+    assert result.status == "not_configured" and result.recipients == (TO,)
+    assert result.error.startswith("Twilio is only partially configured: missing 'auth_token'")
+    assert "\n" not in result.error
+    assert [r.getMessage() for r in alert_lines(caplog)] == [f"SMS alert not sent: {result.error}"]
+    assert len(twilio_api.calls) == 0
+
+
+def test_send_alert_passes_the_retry_settings(tmp_path, twilio_api):
+    add_error(twilio_api, 500, 20500, "Internal Server Error")
+    delays: list[float] = []
+    result = send_alert("x", tmp_path, environ=ENV, max_attempts=2, backoff_seconds=2.0,
+                        sleep=delays.append)
+    assert len(twilio_api.calls) == 2 and delays == [2.0] and result.status == "failed"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from enrich.secrets import redact_url, register_secret
 from enrich.store.errors import BadDatabaseLocation
 
 SQLITE = "sqlite"
@@ -84,21 +85,12 @@ def parse_location(database: str | os.PathLike[str]) -> DatabaseLocation:
         if not parts.path.strip("/"):
             raise BadDatabaseLocation(f"{redact_url(text)}: the URL names no database: "
                                       "use postgresql://user[:password]@host[:port]/dbname")
-        return DatabaseLocation(POSTGRESQL, text)
+        location = DatabaseLocation(POSTGRESQL, text)
+        if location.password:
+            register_secret(location.password)  # masked in every log line from now on
+        return location
     if scheme:
         raise BadDatabaseLocation(f"{redact_url(text)}: unknown database URL scheme {scheme!r}: pass a file "
                                   "path (SQLite) or a postgresql://user@host:port/dbname URL")
     return DatabaseLocation(SQLITE, str(Path(text).expanduser().resolve()))
 
-
-def redact_url(url: str) -> str:
-    """``url`` with the password of its user part replaced by ``***`` (unchanged when it has none)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -110,7 +110,7 @@ def derive_tag_shard(store: Store, run_id: str, tags: TagList, shard: int, shard
             progress.add(chunk.num_rows)
             yield from result.tags.to_batches()
 
-    staged = store.stage_tags(run_id, shard, tagged(), _ambiguous_counts(ambiguous))
+    staged = store.stage_tags(run_id, shard, tagged(), lambda: _ambiguous_counts(ambiguous))
     logger.info("tag shard %d/%d: %d rows staged, %s, covering %s, ids %s", shard + 1, shards, staged,
                 dict(counts), scope.describe(), ids)
     return Derived(kind=TAGS, covered_runs=scope.covered, rows=staged, counts=dict(counts),

@@ -1,14 +1,16 @@
 """Data checks: each verdict on crafted inputs, and against real databases."""
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from enrich import checks, storage
+import pyarrow as pa
+
+from enrich import checks
 from enrich.tagging import build_tag_list
-from tests.test_storage import chunk
+from tests.store.test_store import chunk
+from tests.support.tamper import tamper
 
 
 def test_accounting():
@@ -53,54 +55,53 @@ def test_psi_is_never_negative(current, baseline):
 
 
 def test_amount_outliers_beyond_median_plus_ten_mad():
-    amounts = pd.DataFrame({"id": range(1, 102), "amount_cents": [100 + i for i in range(100)] + [10**9]})
+    amounts = pa.table({"id": list(range(1, 102)), "amount_cents": [100 + i for i in range(100)] + [10**9]})
     found, bounds = checks.amount_outliers(amounts, 10.0)
-    assert found["transaction_id"].tolist() == [101]
+    assert found.column("transaction_id").to_pylist() == [101]
     assert bounds[0] < 100 and bounds[1] < 10**9
-    assert not checks.check_outliers(len(found), len(found), bounds).passed
+    assert not checks.check_outliers(found.num_rows, found.num_rows, bounds).passed
 
 
 def test_amount_outliers_undefined_when_mad_is_zero():
-    found, bounds = checks.amount_outliers(pd.DataFrame({"id": [1, 2], "amount_cents": [5, 5]}), 10.0)
-    assert found.empty and bounds is None
+    found, bounds = checks.amount_outliers(pa.table({"id": [1, 2], "amount_cents": [5, 5]}), 10.0)
+    assert found.num_rows == 0 and bounds is None
 
 
-def load(db, rows):
-    storage.load_batch(db, "F/1", [chunk(rows)])
+def load(store, rows):
+    store.load_batch("F/1", [chunk(rows)])
 
 
-def test_annotation_completeness_catches_missing_wrong_and_unexpected(store):
-    load(store.path, [(2, 1, 100, "a"), (3, 2, -100, "b"), (4, 3, 0, "c"), (5, 4, 40000, "d")])
-    store.rows("INSERT INTO annotations VALUES (1, 'SALE', 1), (2, 'EXPENSE', 1), "
+def test_annotation_completeness_catches_missing_wrong_and_unexpected(any_store):
+    load(any_store, [(2, 1, 100, "a"), (3, 2, -100, "b"), (4, 3, 0, "c"), (5, 4, 40000, "d")])
+    any_store.rows("INSERT INTO annotations VALUES (1, 'SALE', 1), (2, 'EXPENSE', 1), "
                      "(3, 'SALE', 1)")
-    found = store(storage.annotation_discrepancies)
+    found = any_store.annotation_discrepancies()
     assert (found["missing"], found["wrong"], found["unexpected"]) == (1, 1, 1)
     result = checks.check_annotations_complete(found)
     assert not result.passed and "1 missing" in result.message
 
 
-def test_annotation_completeness_passes_when_exact(store):
-    load(store.path, [(2, 1, 30000, "a"), (3, 2, 30001, "b"), (4, 3, -20000, "c"), (5, 4, -20001, "d"), (6, 5, 0, "e")])
-    store.rows("INSERT INTO annotations VALUES (1, 'SALE', 1), (2, 'LARGE SALE', 1), "
+def test_annotation_completeness_passes_when_exact(any_store):
+    load(any_store, [(2, 1, 30000, "a"), (3, 2, 30001, "b"), (4, 3, -20000, "c"), (5, 4, -20001, "d"), (6, 5, 0, "e")])
+    any_store.rows("INSERT INTO annotations VALUES (1, 'SALE', 1), (2, 'LARGE SALE', 1), "
                      "(3, 'SMALL EXPENSE', 1), (4, 'EXPENSE', 1)")
-    assert checks.check_annotations_complete(store(storage.annotation_discrepancies)).passed
+    assert checks.check_annotations_complete(any_store.annotation_discrepancies()).passed
 
 
-def test_tag_completeness_catches_missing_stale_and_wrong(store):
-    load(store.path, [(2, 1, 1, "TOTO"), (3, 2, 1, "nothing"), (4, 3, 1, "TATA"), (5, 4, 1, "TUTU")])
-    store.rows("INSERT INTO tags VALUES (2, 'TOTO', 1), (3, 'TOTO', 1), (4, 'TUTU', 1)")
+def test_tag_completeness_catches_missing_stale_and_wrong(any_store):
+    load(any_store, [(2, 1, 1, "TOTO"), (3, 2, 1, "nothing"), (4, 3, 1, "TATA"), (5, 4, 1, "TUTU")])
+    any_store.rows("INSERT INTO tags VALUES (2, 'TOTO', 1), (3, 'TOTO', 1), (4, 'TUTU', 1)")
     tags = build_tag_list(["TATA", "TOTO", "TUTU", "TAXI"])
-    found = store(lambda db: checks.tag_discrepancies(storage.iter_stored_tags(db, chunk_rows=2), tags))
+    found = checks.tag_discrepancies(any_store.iter_stored_tags(chunk_rows=2), tags)
     assert found == {"missing": 1, "stale": 1, "wrong": 1, "checked": 4}
     assert not checks.check_tags_complete(found).passed
 
 
-def test_referential_integrity(store):
-    load(store.path, [(2, 1, 1, "TOTO")])
-    assert checks.check_referential_integrity(store(storage.orphan_counts)).passed
-    store(lambda db: (db.execute("PRAGMA foreign_keys = OFF"),
-                      db.execute("INSERT INTO tags VALUES (99, 'TOTO', 1)")))
-    result = checks.check_referential_integrity(store(storage.orphan_counts))
+def test_referential_integrity(any_store):
+    load(any_store, [(2, 1, 1, "TOTO")])
+    assert checks.check_referential_integrity(any_store.orphan_counts()).passed
+    tamper(any_store, "INSERT INTO tags VALUES (99, 'TOTO', 1)")
+    result = checks.check_referential_integrity(any_store.orphan_counts())
     assert not result.passed and "1 tags" in result.message
 
 
@@ -110,11 +111,11 @@ def test_critical_failures_only_lists_failed_critical_checks():
     assert [r.check_name for r in checks.critical_failures(results)] == ["accounting"]
 
 
-def test_annotation_completeness_by_id_ranges_adds_up_to_the_whole(store):
-    load(store.path, [(2, 1, 100, "a"), (3, 2, -100, "b"), (4, 3, 0, "c"), (5, 4, 40000, "d")])
-    store.rows("INSERT INTO annotations VALUES (1, 'SALE', 1), (2, 'EXPENSE', 1), (3, 'SALE', 1)")
-    whole = store(storage.annotation_discrepancies)
-    low, high = store(storage.id_range)
-    halves = [store(storage.annotation_discrepancies, (low, 2)), store(storage.annotation_discrepancies, (3, high))]
+def test_annotation_completeness_by_id_ranges_adds_up_to_the_whole(any_store):
+    load(any_store, [(2, 1, 100, "a"), (3, 2, -100, "b"), (4, 3, 0, "c"), (5, 4, 40000, "d")])
+    any_store.rows("INSERT INTO annotations VALUES (1, 'SALE', 1), (2, 'EXPENSE', 1), (3, 'SALE', 1)")
+    whole = any_store.annotation_discrepancies()
+    low, high = any_store.id_range()
+    halves = [any_store.annotation_discrepancies((low, 2)), any_store.annotation_discrepancies((3, high))]
     assert (low, high) == (1, 4) and whole == {k: sum(h[k] for h in halves) for k in whole}
     assert halves[0] == {"missing": 0, "wrong": 1, "unexpected": 0, "checked": 2}

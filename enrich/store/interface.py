@@ -74,9 +74,11 @@ class Store(Protocol):
         """``id`` and ``amount_cents`` of the transactions last changed by ``runs``, in one read."""
 
     def stage_tags(self, run_id: str, shard: int, tags: Iterable[pa.RecordBatch],
-                   ambiguous: pa.Table) -> int:
+                   ambiguous: pa.Table | Callable[[], pa.Table]) -> int:
         """Stage one shard's derived tags (transaction_id, tag) and ambiguous wordings (wording,
-        tags_found, transactions) for :meth:`publish_tags`, replacing what the shard staged before."""
+        tags_found, transactions) for :meth:`publish_tags`, in one transaction, replacing what the
+        shard staged before. ``ambiguous`` may be a function, called once ``tags`` is exhausted
+        (when the wordings are collected while the tags stream)."""
 
     def publish_tags(self, run_id: str, covered_runs: Sequence[str] | None, state: Mapping[str, str],
                      expected_fingerprint: str | None) -> PublishStats:

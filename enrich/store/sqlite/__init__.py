@@ -123,7 +123,8 @@ class SQLiteStore:
     def transaction_amounts(self, runs: Sequence[str]) -> pa.Table:
         return enrichment.transaction_amounts(self._bulk_path(), runs)
 
-    def stage_tags(self, run_id: str, shard: int, tags: Iterable[pa.RecordBatch], ambiguous: pa.Table) -> int:
+    def stage_tags(self, run_id: str, shard: int, tags: Iterable[pa.RecordBatch],
+                   ambiguous: pa.Table | Callable[[], pa.Table]) -> int:
         return enrichment.stage_tags(self._bulk_path(), run_id, shard, tags, ambiguous)
 
     def publish_tags(self, run_id: str, covered_runs: Sequence[str] | None, state: Mapping[str, str],

@@ -9,7 +9,7 @@ tagging failed is caught up by the next one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +95,8 @@ def transaction_amounts(path: Path, runs: Sequence[str]) -> pa.Table:
 
 
 # ..................................................................... tags: staged, then published
-def stage_tags(path: Path, run_id: str, shard: int, tags: Iterable[pa.RecordBatch], ambiguous: pa.Table) -> int:
+def stage_tags(path: Path, run_id: str, shard: int, tags: Iterable[pa.RecordBatch],
+               ambiguous: pa.Table | Callable[[], pa.Table]) -> int:
     """Stage one shard's tags and ambiguous wordings, replacing what it staged before (one transaction)."""
     staged, key = 0, 0
 
@@ -113,6 +114,8 @@ def stage_tags(path: Path, run_id: str, shard: int, tags: Iterable[pa.RecordBatc
         cur.execute("DELETE FROM staged_tags WHERE run = ? AND shard = ?", (key, shard))
         cur.execute("DELETE FROM staged_ambiguous WHERE run_id = ? AND shard = ?", (run_id, shard))
         cur.ingest("staged_tags", pa.RecordBatchReader.from_batches(_STAGED_TAGS_SCHEMA, batches()))
+        if callable(ambiguous):
+            ambiguous = ambiguous()
         if ambiguous.num_rows:
             count = ambiguous.num_rows
             cur.ingest("staged_ambiguous", pa.table({

@@ -88,22 +88,37 @@ def guard(step_name, flow, inputs):  # type: ignore[no-untyped-def]
             taken_over = runlock.hold(store, run_id, current.username)
             if taken_over.holder is not None:
                 alert_taken_over(store, taken_over)
-        with _heartbeat(store, run_id, step_name):
-            yield _raise_simulated if simulated_target(flow) == step_name else None
-    except Exception as exc:  # every failure is recorded; what happens next depends on its kind
-        flow.failures = flow.failures + [Failure(step_name, type(exc).__name__, str(exc))]
-        ledger.finished("failed", exc)
-        if step_name in UNCAUGHT_STEPS:
-            raise
-        logger.error("%s failed: %s: %s%s", step_name, type(exc).__name__, _first_line(exc),
-                     "" if isinstance(exc, PermanentError) else f" (attempt {current.retry_count + 1})")
-        if not isinstance(exc, PermanentError) and current.retry_count < RETRY_TIMES:
-            time.sleep(min(2.0 ** current.retry_count, 30.0))  # bounded backoff before @retry's next attempt
+    except Exception as exc:  # the lock is not ours (or the database cannot be used): nothing is written
+        if _failed(flow, step_name, ledger, exc):
             raise
         fallback_transition(flow, step_name)
-        return (None, {})  # recorded: later steps skip, end alerts; @retry does not repeat it
+        yield {}  # the step is skipped, recorded as failed; later steps skip, end alerts
+        return
+    with _heartbeat(store, run_id, step_name):
+        try:
+            yield _raise_simulated if simulated_target(flow) == step_name else None
+        except Exception as exc:  # every failure is recorded; what happens next depends on its kind
+            if _failed(flow, step_name, ledger, exc):
+                raise
+            fallback_transition(flow, step_name)
+            return (None, {})  # recorded: later steps skip, end alerts; @retry does not repeat it
     ledger.finished("succeeded")
     ledger.figures(getattr(flow, "figures", None))
+
+
+def _failed(flow: Any, step_name: str, ledger: Any, exc: Exception) -> bool:
+    """Record a step's failure (artifact, ledger, one log line); whether to re-raise it: in ``end``,
+    and a transient error while ``@retry`` has attempts left (after a bounded backoff)."""
+    flow.failures = flow.failures + [Failure(step_name, type(exc).__name__, str(exc))]
+    ledger.finished("failed", exc)
+    if step_name in UNCAUGHT_STEPS:
+        return True
+    retried = not isinstance(exc, PermanentError) and current.retry_count < RETRY_TIMES
+    logger.error("%s failed: %s: %s%s", step_name, type(exc).__name__, _first_line(exc),
+                 f" (attempt {current.retry_count + 1}, retrying)" if retried else "")
+    if retried:
+        time.sleep(min(2.0 ** current.retry_count, 30.0))  # bounded backoff before @retry's next attempt
+    return retried
 
 
 def _heartbeat(store: Any, run_id: str, step_name: str) -> Any:

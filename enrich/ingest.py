@@ -105,6 +105,8 @@ Python only runs for rejected rows and for records around misplaced quotes.
 """
 from __future__ import annotations
 
+from enrich.errors import InputError, PermanentError
+
 import logging
 import os
 import queue
@@ -198,7 +200,7 @@ ByteArray = npt.NDArray[np.uint8]
 # --------------------------------------------------------------------------- errors
 
 
-class InputFileError(Exception):
+class InputFileError(InputError, PermanentError):
     """The input file as a whole cannot be ingested; nothing should be stored."""
 
 

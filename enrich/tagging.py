@@ -40,6 +40,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from enrich.errors import ConfigurationError, PermanentError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -55,7 +57,7 @@ for _byte in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789":
     _ASCII_ALNUM[_byte] = True
 
 
-class TagListError(ValueError):
+class TagListError(ConfigurationError, PermanentError, ValueError):
     """The tag list cannot be used; the message names the file, the line and the fix."""
 
 

@@ -115,7 +115,8 @@ def _failed(flow: Any, step_name: str, ledger: Any, exc: Exception) -> bool:
         return True
     retried = not isinstance(exc, PermanentError) and current.retry_count < RETRY_TIMES
     logger.error("%s failed: %s: %s%s", step_name, type(exc).__name__, _first_line(exc),
-                 f" (attempt {current.retry_count + 1}, retrying)" if retried else "")
+                 f" (attempt {current.retry_count + 1}, retrying)" if retried else
+                 " (permanent: not retried)" if isinstance(exc, PermanentError) else "")
     if retried:
         time.sleep(min(2.0 ** current.retry_count, 30.0))  # bounded backoff before @retry's next attempt
     return retried

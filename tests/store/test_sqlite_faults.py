@@ -1,7 +1,7 @@
 """Database faults: read-only file or disk, full disk, missing directory, a file that is not
 SQLite, an older or newer schema; and which failures are retried.
 
-For each fault: a clear :class:`storage.StorageError` naming the file and what to do,
+For each fault: a clear :class:`enrich.errors.StorageError` naming the file and what to do,
 nothing stored lost, the input untouched, and (through the flow) an SMS alert. The
 tests run as root in CI, where ``chmod`` does not stop writes: a read-only file is made
 immutable with ``chattr +i``, a read-only or full disk is a real small tmpfs mount
@@ -14,6 +14,9 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
+import textwrap
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,9 +26,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from enrich import runlock, storage
+from enrich import runlock
+from enrich.errors import PermanentError, StorageError
 from enrich.generate import write_csv as generate_csv
-from flows.guards import permanent_errors
+from enrich.store import (CannotOpenDatabase, DatabaseBusy, DatabaseDirectoryMissing, DatabaseReadOnly,
+                          NotADatabase, RunLockHeld, SchemaTooNew, StepAttempt, StorageFull, open_store)
+from enrich.store.records import AlertRecord
+from enrich.store.sqlite import schema
 from tests.flow_support import SMALL, run_flow, write_csv
 
 FLOW = "TransactionEnrichmentFlow"
@@ -78,21 +85,15 @@ def chunk(ids, cents, words=None) -> SimpleNamespace:
 
 
 def rows(path: Path, sql: str) -> list[tuple]:
-    """Read with a plain sqlite3 connection, closed at once."""
-    conn = sqlite3.connect(path)
-    try:
-        return [tuple(r) for r in conn.execute(sql).fetchall()]
-    finally:
-        conn.close()
+    """Read through a read-only store (nothing created, migrated or written)."""
+    return open_store(path, read_only=True).rows(sql)
 
 
 def seed(path: Path, n: int = 3) -> list[tuple]:
     """A database with ``n`` transactions and a ledger row; returns its transactions."""
-    storage.connect(path).close()
-    storage.load_batch(path, f"{FLOW}/1", [chunk(range(1, n + 1), [100 * i for i in range(1, n + 1)])])
-    db = storage.connect(path)
-    storage.record_run(db, f"{FLOW}/1", status="succeeded", user="alice")
-    db.close()
+    store = open_store(path)
+    store.load_batch(f"{FLOW}/1", [chunk(range(1, n + 1), [100 * i for i in range(1, n + 1)])])
+    store.record_run(f"{FLOW}/1", status="succeeded", user="alice")
     return rows(path, "SELECT * FROM transactions ORDER BY id")
 
 
@@ -102,7 +103,7 @@ def digest(path: Path) -> str:
 
 def assert_clear(error: BaseException, path: Path, *hints: str) -> None:
     message = str(error)
-    assert isinstance(error, storage.StorageError)
+    assert isinstance(error, StorageError)
     assert str(path) in message, message
     for hint in hints:
         assert hint in message, (hint, message)
@@ -113,17 +114,14 @@ def test_a_read_only_database_file_is_refused_clearly_and_kept(tmp_path):
     path = tmp_path / "bank.db"
     kept = seed(path)
     with immutable(path):
-        db = storage.connect(path)  # SQLite falls back to reading
-        try:
-            assert [tuple(r) for r in db.execute("SELECT * FROM transactions ORDER BY id")] == kept
-            with pytest.raises(storage.DatabaseReadOnly) as caught:
-                storage.record_run(db, f"{FLOW}/2", user="bob")
-            with pytest.raises(storage.DatabaseReadOnly):
-                runlock.hold(path, f"{FLOW}/2", "bob", pid=os.getpid())
-        finally:
-            db.close()
-        with pytest.raises(storage.StorageError) as bulk:  # the bulk load path too
-            storage.load_batch(path, f"{FLOW}/2", [chunk([9], [1])])
+        store = open_store(path)
+        assert store.rows("SELECT * FROM transactions ORDER BY id") == kept  # SQLite falls back to reading
+        with pytest.raises(DatabaseReadOnly) as caught:
+            store.record_run(f"{FLOW}/2", user="bob")
+        with pytest.raises(DatabaseReadOnly):
+            runlock.hold(store, f"{FLOW}/2", "bob", pid=os.getpid())
+        with pytest.raises(StorageError) as bulk:  # the bulk load path too
+            store.load_batch(f"{FLOW}/2", [chunk([9], [1])])
         assert str(path) in str(bulk.value)
     assert_clear(caught.value, path, "cannot be written", "nothing was written", "writable")
     assert rows(path, "SELECT * FROM transactions ORDER BY id") == kept
@@ -137,12 +135,12 @@ def test_a_read_only_disk_is_refused_clearly_and_kept(tmp_path):
         kept = seed(path)
         remount_read_only(mount)
         for target in (path, mount / "new.db"):
-            with pytest.raises(storage.StorageError) as caught:
-                storage.connect(target).close()
-            assert isinstance(caught.value, permanent_errors())
+            with pytest.raises(StorageError) as caught:
+                open_store(target).record_run(f"{FLOW}/2")
+            assert isinstance(caught.value, PermanentError)
             assert_clear(caught.value, target, "read-only")
-        with pytest.raises(storage.StorageError):
-            runlock.hold(path, f"{FLOW}/2", "bob", pid=os.getpid())
+        with pytest.raises(StorageError):
+            runlock.hold(open_store(path), f"{FLOW}/2", "bob", pid=os.getpid())
         subprocess.run(["mount", "-o", "remount,rw", str(mount)], check=True)  # to read it back
         assert rows(path, "SELECT * FROM transactions ORDER BY id") == kept
         assert rows(path, "PRAGMA integrity_check") == [("ok",)]
@@ -154,16 +152,13 @@ def test_a_full_disk_rolls_the_write_back_and_says_so(tmp_path):
         path = mount / "bank.db"
         kept = seed(path)
         big = [chunk(np.arange(10, 120_010), np.arange(120_000), ["PRLV SEPA " + "X" * 40] * 120_000)]
-        with pytest.raises(storage.StorageFull) as caught:
-            storage.load_batch(path, f"{FLOW}/2", big)
+        store = open_store(path)
+        with pytest.raises(StorageFull) as caught:
+            store.load_batch(f"{FLOW}/2", big)
         assert str(path) in str(caught.value) and "Free" in str(caught.value)
-        db = storage.connect(path)
-        try:
-            with pytest.raises(storage.StorageFull) as ledger:  # the sqlite3 write path too
-                for i in range(10_000):
-                    storage.record_alert(db, f"{FLOW}/2", "sms", "sent", ["+33"], "x" * 4000, None)
-        finally:
-            db.close()
+        with pytest.raises(StorageFull) as ledger:  # the ledger's write path too
+            for _ in range(10_000):
+                store.record_alert(AlertRecord(f"{FLOW}/2", "sms", "sent", "+33", "x" * 4000))
         assert_clear(ledger.value, path, "disk is full", "nothing stored was lost", "Free disk space")
         assert rows(path, "SELECT * FROM transactions ORDER BY id") == kept  # nothing of the batch
         assert rows(path, "SELECT COUNT(*) FROM rejected_rows") == [(0,)]
@@ -173,8 +168,8 @@ def test_a_full_disk_rolls_the_write_back_and_says_so(tmp_path):
 # --------------------------------------------------------------------------- wrong or missing file
 def test_a_missing_directory_is_explained(tmp_path):
     path = tmp_path / "no" / "such" / "bank.db"
-    with pytest.raises(storage.DatabaseDirectoryMissing) as caught:
-        storage.connect(path)
+    with pytest.raises(DatabaseDirectoryMissing) as caught:
+        open_store(path).prepare()
     assert_clear(caught.value, path, "does not exist", "--database")
     assert not path.parent.exists()
 
@@ -184,36 +179,46 @@ def test_a_missing_directory_is_explained(tmp_path):
 def test_a_file_that_is_not_sqlite_is_explained_and_untouched(tmp_path, content):
     path = tmp_path / "bank.db"
     path.write_bytes(content)
-    with pytest.raises(storage.NotADatabase) as caught:
-        storage.connect(path)
+    with pytest.raises(NotADatabase) as caught:
+        open_store(path).prepare()
     assert_clear(caught.value, path, "not an SQLite database", "left untouched")
     assert path.read_bytes() == content
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bank.db"]  # no -wal / -shm left behind
 
 
 def test_a_directory_given_as_the_database_is_explained(tmp_path):
-    with pytest.raises(storage.CannotOpenDatabase) as caught:
-        storage.connect(tmp_path)
+    with pytest.raises(CannotOpenDatabase) as caught:
+        open_store(tmp_path).prepare()
     assert_clear(caught.value, tmp_path, "cannot open or create")
 
 
-def test_a_database_still_locked_after_the_busy_timeout_is_a_transient_error(db_path):
+_WRITER = textwrap.dedent("""
+    import sqlite3, sys, time
+    conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
+    open(sys.argv[2], "w").write("locked")
+    time.sleep(30)
+""")
+
+
+def test_a_database_still_locked_after_the_busy_timeout_is_a_transient_error(db_path, tmp_path):
     """Writers wait for each other (busy_timeout, 10 minutes in production); past it the error
-    names the file and is transient: @retry repeats the step."""
-    storage.connect(db_path).close()
-    other = sqlite3.connect(db_path, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
-    db = storage.connect(db_path)
+    names the file and is transient: @retry repeats the step. The other writer is another process,
+    as it would be."""
+    store = open_store(db_path)
+    store.prepare()
+    flag = tmp_path / "locked"
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(db_path), str(flag)])
     try:
-        db.execute("PRAGMA busy_timeout = 50")
-        with pytest.raises(storage.StorageError) as caught:
-            storage.record_run(db, f"{FLOW}/1", user="alice")
+        while not flag.exists():
+            time.sleep(0.01)
+        with pytest.raises(DatabaseBusy) as caught:  # a courtesy write waits 200 ms only
+            store.record_step_attempt(StepAttempt(f"{FLOW}/1", "start", "1", 0, "running", "t"), wait=False)
     finally:
-        db.close()
-        other.execute("ROLLBACK")
-        other.close()
+        writer.kill()
+        writer.wait()
     assert_clear(caught.value, db_path, "stayed locked by another writer", "Run again")
-    assert not isinstance(caught.value, permanent_errors())
+    assert not isinstance(caught.value, PermanentError)
 
 
 # --------------------------------------------------------------------------- schema versions
@@ -223,7 +228,7 @@ def version_1_database(path: Path) -> None:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("BEGIN")
     conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
-    for statement in dict(storage.MIGRATIONS)[1]:
+    for statement in dict(schema.MIGRATIONS)[1]:
         conn.execute(statement)
     conn.execute("INSERT INTO schema_version VALUES (1, '2024-01-01T00:00:00.000+00:00')")
     conn.execute("INSERT INTO transactions (id, amount_cents, wording, first_run_id, last_changed_run_id) "
@@ -235,43 +240,53 @@ def version_1_database(path: Path) -> None:
 
 def test_an_older_schema_is_migrated_up_with_its_data_kept(db_path):
     version_1_database(db_path)
-    db = storage.connect(db_path)
-    try:
-        assert storage.schema_version(db) == storage.SCHEMA_VERSION
-        versions = [v for (v,) in db.execute("SELECT version FROM schema_version ORDER BY version")]
-        assert versions == sorted(v for v, _ in storage.MIGRATIONS)
-        assert "run_lock" in db.table_names()
-        assert [tuple(r) for r in db.execute("SELECT id, amount_cents, amount, wording FROM transactions")] == [
-            (1, -28366, -283.66, "PRLV CE PROVENCE")]
-        # version 4 rebuilt the tables with integer lineage keys: the run ids are carried over
-        assert [tuple(r) for r in db.execute(
-            "SELECT id, tag, first_run_id, last_changed_run_id, tag_run_id FROM enriched_transactions")] == [
-            (1, "TATA", "F/1", "F/1", "F/1")]
-        assert db.execute("PRAGMA foreign_key_check").fetchall() == []
-        assert [r[0] for r in db.execute("SELECT rowid FROM transactions_fts WHERE transactions_fts MATCH 'provence'")] == [1]
-    finally:
-        db.close()
-    runlock.hold(db_path, f"{FLOW}/2", "bob", pid=os.getpid())  # the new table works
+    store = open_store(db_path)
+    assert store.schema_version() == schema.SCHEMA_VERSION
+    assert store.rows("SELECT version FROM schema_version ORDER BY version") == [(v,) for v, _ in schema.MIGRATIONS]
+    assert store.rows("SELECT id, amount_cents, amount, wording FROM transactions") == [
+        (1, -28366, -283.66, "PRLV CE PROVENCE")]
+    # version 4 rebuilt the tables with integer lineage keys: the run ids are carried over
+    assert store.rows("SELECT id, tag, first_run_id, last_changed_run_id, tag_run_id FROM enriched_transactions") \
+        == [(1, "TATA", "F/1", "F/1", "F/1")]
+    assert store.rows("PRAGMA foreign_key_check") == []
+    assert store.rows("SELECT rowid FROM transactions_fts WHERE transactions_fts MATCH 'provence'") == [(1,)]
+    runlock.hold(store, f"{FLOW}/2", "bob", pid=os.getpid())  # the lock table (v3, lease v5) works
+    assert store.lock_holder().expires_at
+
+
+def test_a_version_4_ledger_row_keeps_its_figures_through_version_5(db_path):
+    """Version 5 rebuilds runs from the run record (and allows the "interrupted" status)."""
+    version_1_database(db_path)
+    with sqlite3.connect(db_path, isolation_level=None) as conn:  # (closed before the store opens it)
+        conn.execute("INSERT INTO runs (run_id, status, started_at, user, rows_read) "
+                     "VALUES ('F/1', 'succeeded', '2024-01-01', 'ana', 7)")
+    conn.close()
+    store = open_store(db_path)
+    run = store.get_run("F/1")
+    assert (run.status, run.user, run.rows_read) == ("succeeded", "ana", 7)
+    store.close_runs(["F/1"], "interrupted")  # no-op: not running
+    store.record_run("F/2", status="interrupted")
+    assert store.get_run("F/2").status == "interrupted"
 
 
 def test_a_newer_schema_is_refused_and_left_untouched(db_path):
-    storage.connect(db_path).close()
+    open_store(db_path).prepare()
     with sqlite3.connect(db_path) as conn:
         conn.execute("INSERT INTO schema_version VALUES (99, 'future')")
     conn.close()
     before = digest(db_path)
-    with pytest.raises(storage.SchemaTooNew) as caught:
-        storage.connect(db_path)
+    with pytest.raises(SchemaTooNew) as caught:
+        open_store(db_path).prepare()
     assert_clear(caught.value, db_path, "version 99 is newer than this program", "Upgrade the program")
     assert digest(db_path) == before
 
 
 def test_every_unusable_database_condition_is_permanent():
-    """The guard does not let @retry repeat these (see flows/guards.py)."""
-    for error in (storage.DatabaseReadOnly, storage.StorageFull, storage.NotADatabase,
-                  storage.CannotOpenDatabase, storage.DatabaseDirectoryMissing, storage.SchemaTooNew,
-                  storage.RunLockHeld):
-        assert issubclass(error, storage.StorageError) and issubclass(error, permanent_errors())
+    """The guard does not let @retry repeat these (see flows/guards.py): they are marked permanent."""
+    for error in (DatabaseReadOnly, StorageFull, NotADatabase, CannotOpenDatabase, DatabaseDirectoryMissing,
+                  SchemaTooNew, RunLockHeld):
+        assert issubclass(error, StorageError) and issubclass(error, PermanentError)
+    assert not issubclass(DatabaseBusy, PermanentError)
 
 
 # --------------------------------------------------------------------------- through the flow

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from enrich.generate import write_csv as generate_csv
+from enrich.store import open_store
 from tests.flow_support import FLOW_FILE, INJECT, ROOT
 
 pytestmark = [pytest.mark.flow, pytest.mark.slow]
@@ -45,14 +45,14 @@ def finish_run(workdir: Path, source: Path, database: Path) -> float:
 
 
 def snapshot(database: Path) -> dict[str, list[tuple]]:
-    with sqlite3.connect(database) as conn:
-        return {table: conn.execute(sql).fetchall() for table, sql in DATA.items()}
+    store = open_store(database, read_only=True)
+    return {table: store.rows(sql) for table, sql in DATA.items()}
 
 
 def counts(database: Path) -> dict[str, int]:
-    with sqlite3.connect(database) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        return {table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in DATA}
+    store = open_store(database, read_only=True)
+    assert store.rows("PRAGMA integrity_check") == [("ok",)]
+    return {table: store.rows(f"SELECT COUNT(*) FROM {table}")[0][0] for table in DATA}
 
 
 def test_kill_minus_nine_anywhere_then_a_plain_rerun_converges(tmp_path):
@@ -79,7 +79,6 @@ def test_kill_minus_nine_anywhere_then_a_plain_rerun_converges(tmp_path):
 
     finish_run(tmp_path, source, database)  # the stale run lock is taken over, nothing to repair by hand
     assert snapshot(database) == expected
-    with sqlite3.connect(database) as conn:
-        statuses = [status for (status,) in conn.execute("SELECT status FROM runs ORDER BY started_at")]
+    statuses = [status for (status,) in open_store(database).rows("SELECT status FROM runs ORDER BY started_at")]
     assert statuses[-1] == "succeeded"
     assert "running" not in statuses  # killed runs are closed as failed when their lock is taken over

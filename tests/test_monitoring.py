@@ -1,12 +1,12 @@
 """Monitoring end to end: the ledger, the checks catching loss and tampering, and alerts."""
 from __future__ import annotations
 
-import sqlite3
 
 import pytest
 
 from enrich.generate import write_csv as generate_csv
 from tests.conftest import REFERENCE_CSV
+from tests.support.tamper import tamper
 from tests.flow_support import run_flow
 
 pytestmark = pytest.mark.flow
@@ -29,14 +29,13 @@ def test_a_clean_run_records_the_ledger_and_passes_every_check(tmp_path):
     assert CRITICAL_CHECKS <= set(checks) and all(checks.values())
     assert {"volume", "drift_tagging", "drift_annotations", "amount_outliers"} <= set(checks)
     steps = result.query("SELECT step, status, duration_s FROM step_runs WHERE run_id = ?", (run_id,))
-    assert len(steps) == 7 and all(status == "succeeded" and duration >= 0 for _, status, duration in steps)
+    assert len(steps) == 9 and all(status == "succeeded" and duration >= 0 for _, status, duration in steps)
 
 
 def test_annotations_deleted_between_two_runs_fail_the_next_run_and_alert(tmp_path):
     first = run_flow(tmp_path, REFERENCE_CSV)
     assert first.returncode == 0, first.stderr
-    with sqlite3.connect(first.database) as conn:
-        conn.execute("DELETE FROM annotations WHERE transaction_id IN (3, 17, 42)")
+    tamper(first.store, "DELETE FROM annotations WHERE transaction_id IN (3, 17, 42)")
     second = run_flow(tmp_path, REFERENCE_CSV)
     assert second.returncode != 0
     assert len(second.sms) == 1
@@ -50,8 +49,7 @@ def test_annotations_deleted_between_two_runs_fail_the_next_run_and_alert(tmp_pa
 def test_a_tampered_tag_is_caught_reported_and_repaired(tmp_path):
     first = run_flow(tmp_path, REFERENCE_CSV)
     published = first.query("SELECT * FROM tags ORDER BY transaction_id")
-    with sqlite3.connect(first.database) as conn:
-        conn.execute("UPDATE tags SET tag = 'TAXI' WHERE transaction_id = 2")
+    tamper(first.store, "UPDATE tags SET tag = 'TAXI' WHERE transaction_id = 2")
     second = run_flow(tmp_path, REFERENCE_CSV)
     assert second.returncode != 0
     assert "tags_complete" in second.sms[0]["fields"]["Body"]

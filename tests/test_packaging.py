@@ -74,6 +74,6 @@ def test_algorithm_run_without_user_and_with_the_tags_alias(tmp_path):
                            "--database", str(tmp_path / "db.db"), "--tags", str(tags)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    import sqlite3
-    with sqlite3.connect(tmp_path / "db.db") as conn:
-        assert conn.execute("SELECT transaction_id, tag FROM tags").fetchall() == [(1, "TOTO")]
+    from enrich.store import open_store
+
+    assert open_store(tmp_path / "db.db").rows("SELECT transaction_id, tag FROM tags") == [(1, "TOTO")]

@@ -4,14 +4,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from enrich import paths, pipeline
+from enrich import paths
 
 
 def test_the_bundled_sample_is_the_flows_default_input():
     from flows.enrichment_flow import TransactionEnrichmentFlow
 
     assert paths.BUNDLED_TRANSACTIONS.is_file()
-    assert pipeline.BUNDLED_TRANSACTIONS == paths.BUNDLED_TRANSACTIONS
     parameter = TransactionEnrichmentFlow.transactions
     parameter.init()  # Metaflow resolves a parameter's settings when the command starts
     assert parameter.kwargs["default"] == str(paths.BUNDLED_TRANSACTIONS)

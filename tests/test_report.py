@@ -11,8 +11,12 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from enrich import checks, pipeline, report, storage
+import pyarrow as pa
+
+from enrich import checks, report
 from enrich.report import NO_ANNOTATION, NO_TAG, ReportError, build_report, report_markdown
+from enrich.store import AlertRecord, CheckRecord, StepAttempt, open_store
+from tests.support.tamper import tamper
 from tests.flow_support import SMALL, TOKEN, run_flow, write_csv
 
 PHONE = "+33600000001"
@@ -26,56 +30,61 @@ def chunk(rows=(), rejected=()):
 
 
 def load_run(store, run_id, rows, rejected=(), *, started, finished, status="succeeded", **figures):
-    store(storage.record_run, run_id, status="running", started_at=started, user="ana",
-          input_path="/data/t.csv", match_mode="word")
-    stats = storage.load_batch(store.path, run_id, [chunk(rows, rejected)])
-    store(storage.record_run, run_id, **pipeline.load_figures(stats), **figures)
-    store(storage.record_run, run_id, status=status, finished_at=finished)
+    store.record_run(run_id, status="running", started_at=started, user="ana", input_path="/data/t.csv",
+                     match_mode="word")
+    stats = store.load_batch(run_id, [chunk(rows, rejected)])
+    store.record_run(run_id, **{k: v for k, v in stats.as_dict().items() if k.startswith("rows_")}, **figures)
+    store.record_run(run_id, status=status, finished_at=finished)
     return stats
 
 
 def publish_all(store, run_id, tags, annotations):
-    storage.publish(store.path, storage.TAGS, run_id,
-                    [pd.DataFrame({"transaction_id": list(tags), "tag": list(tags.values())})], None)
-    storage.publish(store.path, storage.ANNOTATIONS, run_id,
-                    [pd.DataFrame({"transaction_id": list(annotations), "annotation": list(annotations.values())})],
-                    None)
+    """The given tags and annotations, as a run's publish would leave them (whole tables replaced)."""
+    store.stage_tags(run_id, 0, pa.table({"transaction_id": pa.array(list(tags), pa.int64()),
+                                          "tag": pa.array(list(tags.values()), pa.large_string())}).to_batches(),
+                     pa.table({"wording": pa.array([], pa.large_string()), "tags_found": pa.array([], pa.int64()),
+                               "transactions": pa.array([], pa.int64())}))
+    store.publish_tags(run_id, None, {}, None)
+    tamper(store, "DELETE FROM annotations",
+           *(f"INSERT INTO annotations (transaction_id, annotation, run) VALUES ({i}, '{label}', "
+             f"(SELECT run_key FROM run_keys WHERE run_id = '{run_id}'))" for i, label in annotations.items()))
+
+
+def attempt(run_id, step, task, number, status, started, finished=None, duration=None, error=None):
+    return StepAttempt(run_id, step, task, number, status, started, finished, duration, *(error or (None, None)))
 
 
 @pytest.fixture
-def two_runs(store):
+def two_runs(any_store):
     """F/1 (3 rows, succeeded, 10 s), then F/2 (1 unchanged, 1 updated, 2 new, 2 rejected; 12.5 s)."""
+    store = any_store
     load_run(store, "F/1", [(2, 1, -28366, "PRLV TATA"), (3, 2, 30328, "CARTE TOTO"), (4, 3, -47499, "COTISATION")],
              started="2025-01-01T10:00:00.000+00:00", finished="2025-01-01T10:00:10.000+00:00",
              tagged=2, untagged=1, ambiguous=0, annotated=3, zero_amount=0)
-    db = storage.connect(store.path)
-    storage.record_step_attempt(db, "F/1", "start", "1", 0, "succeeded", "2025-01-01T10:00:00.100+00:00",
-                                "2025-01-01T10:00:00.200+00:00", 0.1)
-    db.close()
+    store.record_step_attempt(attempt("F/1", "start", "1", 0, "succeeded", "2025-01-01T10:00:00.100+00:00",
+                                      "2025-01-01T10:00:00.200+00:00", 0.1))
     load_run(store, "F/2", [(2, 1, -28366, "PRLV TATA"), (3, 2, 1000, "CARTE TOTO"), (4, 4, 0, "VIR TAXI"),
-                         (5, 5, -500, "TUTU remb")],
+                            (5, 5, -500, "TUTU remb")],
              [(6, "x,abc,BAD", "bad id: 'x' is not a positive integer"), (7, "6,1.2.3,OOPS", "bad amount: '1.2.3'")],
              started="2025-01-02T11:00:00.000+00:00", finished="2025-01-02T11:00:12.500+00:00", status="failed",
              tagged=3, untagged=1, ambiguous=0, annotated=3, zero_amount=1)
     publish_all(store, "F/2", {1: "TATA", 2: "TOTO", 4: "TAXI", 5: "TUTU"},
                 {1: "EXPENSE", 2: "SALE", 3: "EXPENSE", 5: "SMALL EXPENSE"})
-    db = storage.connect(store.path)
-    for step, attempt, status, started, duration, error in (
+    for step, number, status, started, duration, error in (
             ("start", 0, "succeeded", "2025-01-02T11:00:00.100+00:00", 0.5, None),
             ("ingest", 0, "failed", "2025-01-02T11:00:01.000+00:00", 1.25, ("OSError", "disk full")),
             ("ingest", 1, "succeeded", "2025-01-02T11:00:03.000+00:00", 2.0, None),
             ("end", 0, "running", "2025-01-02T11:00:12.000+00:00", None, None)):
-        storage.record_step_attempt(db, "F/2", step, "7", attempt, status, started,
-                                    None if duration is None else "2025-01-02T11:00:12.000+00:00", duration,
-                                    *(error or (None, None)))
+        store.record_step_attempt(attempt("F/2", step, "7", number, status, started,
+                                          None if duration is None else "2025-01-02T11:00:12.000+00:00", duration,
+                                          error))
     results = [checks.check_accounting(6, 4, 2, 0), checks.check_reject_ratio(6, 2, 0.01),
                checks.check_volume(6, [3], 0.5), checks.check_outliers(1, 1, (-100, 100))]
-    anomalies = pd.DataFrame({"transaction_id": [2], "kind": ["amount_outlier"], "amount_cents": [1000],
-                              "detail": ["outside -1.00 EUR..1.00 EUR"]})
-    storage.save_check_results(db, "F/2", [r.as_row() for r in results], anomalies)
-    storage.record_alert(db, "F/2", "sms", "sent", [PHONE], "TransactionEnrichmentFlow run 2 failed", None)
-    yield db
-    db.close()
+    anomalies = pa.table({"transaction_id": [2], "kind": ["amount_outlier"], "amount_cents": [1000],
+                          "detail": ["outside -1.00 EUR..1.00 EUR"]})
+    store.save_check_results("F/2", [CheckRecord(**r.as_row()) for r in results], anomalies)
+    store.record_alert(AlertRecord("F/2", "sms", "sent", PHONE, "TransactionEnrichmentFlow run 2 failed"))
+    return store
 
 
 # --------------------------------------------------------------------------- the data model
@@ -150,14 +159,14 @@ def test_charts_are_self_contained_vega_lite(two_runs):
         assert "$schema" not in spec and "http" not in text and '"url"' not in text
 
 
-def test_a_run_missing_from_the_ledger_is_an_error(fresh_db):
+def test_a_run_missing_from_the_ledger_is_an_error(any_store):
     with pytest.raises(ReportError, match="F/9 is not in the ledger"):
-        build_report(fresh_db, "F/9")
+        build_report(any_store, "F/9")
 
 
-def test_a_run_with_few_figures_still_reports(fresh_db):
-    storage.record_run(fresh_db, "F/1", status="failed")  # e.g. start failed: no figures, no checks, no steps
-    built = build_report(fresh_db, "F/1")
+def test_a_run_with_few_figures_still_reports(any_store):
+    any_store.record_run("F/1", status="failed")  # e.g. start failed: no figures, no checks, no steps
+    built = build_report(any_store, "F/1")
     assert built.duration_s is None and built.checks == () and built.steps == ()
     assert built.figure("rows_read").value is None
     text = report_markdown(built)
@@ -226,52 +235,52 @@ def test_render_run_card_shows_figures_checks_steps_and_samples(two_runs):
     assert PHONE not in text  # alert recipients are left out
 
 
-def test_render_run_card_with_few_figures(fresh_db):
+def test_render_run_card_with_few_figures(any_store):
     from flows.card import render_run_card
 
-    storage.record_run(fresh_db, "F/1", status="failed")
+    any_store.record_run("F/1", status="failed")
     card = []
-    render_run_card(card, build_report(fresh_db, "F/1"))
+    render_run_card(card, build_report(any_store, "F/1"))
     assert "no check results were recorded" in rendered(card)
 
 
-def test_draw_run_report_on_the_step_card(two_runs, db_path, monkeypatch):
+def test_draw_run_report_on_the_step_card(two_runs, monkeypatch):
     import flows.card
 
     card = FakeCard()
     monkeypatch.setattr(flows.card, "current", SimpleNamespace(card={"run_report": card}))
-    assert flows.card.draw_run_report(db_path, "F/2") is True
+    assert flows.card.draw_run_report(two_runs, "F/2") is True
     assert "reject_ratio" in rendered(card)
     assert card.refreshes == []  # a succeeding task's card is rendered by Metaflow when the task ends
 
 
-def test_a_failing_task_renders_its_card_before_raising(two_runs, db_path, monkeypatch):
+def test_a_failing_task_renders_its_card_before_raising(two_runs, monkeypatch):
     import flows.card
 
     card = FakeCard()
     monkeypatch.setattr(flows.card, "current", SimpleNamespace(card={"run_report": card}))
-    assert flows.card.draw_run_report(db_path, "F/2", task_will_fail=True) is True
+    assert flows.card.draw_run_report(two_runs, "F/2", task_will_fail=True) is True
     assert card.refreshes == [True, True]
 
 
 @pytest.mark.parametrize("where", ["unknown run", "missing directory"])
-def test_report_problems_are_logged_and_shown_never_raised(fresh_db, db_path, tmp_path, monkeypatch, caplog, where):
+def test_report_problems_are_logged_and_shown_never_raised(any_store, tmp_path, monkeypatch, caplog, where):
     import flows.card
 
     card = FakeCard()
     monkeypatch.setattr(flows.card, "current", SimpleNamespace(card={"run_report": card}))
-    database = db_path if where == "unknown run" else tmp_path / "nope" / "db.db"
-    assert flows.card.draw_run_report(database, "F/9", task_will_fail=True) is False
+    store = any_store if where == "unknown run" else open_store(tmp_path / "nope" / "db.db")
+    assert flows.card.draw_run_report(store, "F/9", task_will_fail=True) is False
     assert "Run report unavailable" in rendered(card)
     assert card.refreshes == [True, True]
     assert "run report not drawn for F/9" in caplog.text
 
 
-def test_a_step_without_the_card_decorator_is_left_alone(two_runs, db_path, monkeypatch, caplog):
+def test_a_step_without_the_card_decorator_is_left_alone(two_runs, monkeypatch, caplog):
     import flows.card
 
     monkeypatch.setattr(flows.card, "current", SimpleNamespace())
-    assert flows.card.draw_run_report(db_path, "F/2", task_will_fail=True) is False
+    assert flows.card.draw_run_report(two_runs, "F/2", task_will_fail=True) is False
     assert "has no @card" in caplog.text
 
 

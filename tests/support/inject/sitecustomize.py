@@ -17,15 +17,15 @@ import os
 _LOG = os.environ.get("ENRICH_TEST_TWILIO_LOG")
 
 if os.environ.get("ENRICH_TEST_FAULT") == "drop_annotations":
-    from enrich import storage as _storage
+    from enrich.store.sqlite import enrichment as _enrichment
 
-    _original_annotate_sql = _storage._annotate_sql
+    _original_annotate_sql = _enrichment._annotate_sql
 
     def _lossy_annotate_sql(scope):
         # the annotations are derived in SQL: drop a random 1 in 10,000 of them there
         return _original_annotate_sql(scope).replace(" ORDER BY id", " AND abs(random()) % 10000 != 0 ORDER BY id")
 
-    _storage._annotate_sql = _lossy_annotate_sql
+    _enrichment._annotate_sql = _lossy_annotate_sql
 
 if _LOG:
     import base64

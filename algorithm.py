@@ -13,17 +13,38 @@ happen before Metaflow starts and after it ends:
   from the URL, so that it never reaches Metaflow's datastore, logs or the ledger;
 * ``resume --simulate-failure STEP`` simulates a failure in the resumed run (a resumed run
   never inherits its origin's);
+* Ctrl-C (SIGINT) and SIGTERM stop a run cleanly: Metaflow stops its tasks (their open
+  transactions roll back), the exit hook marks the run ``interrupted`` and frees its lock
+  (and, for a SIGTERM from a scheduler, sends the SMS an operator's own Ctrl-C does not),
+  and one line says what to do next;
 * a ``run`` or ``resume`` ends with a summary of the run read back from its ledger.
 """
 from __future__ import annotations
 
 import getpass
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
 
+from flows.guards import SIMULATE_ENV, STOP_SIGNAL_ENV
+
 EXIT_BAD_SETTINGS = 2
+
+
+class StopRequested(KeyboardInterrupt):
+    """SIGINT or SIGTERM: Metaflow's runtime stops its tasks as for Ctrl-C, then runs the exit hook."""
+
+
+def on_stop_signal(signum: int, frame: object) -> None:  # noqa: ARG001 - a signal handler's signature
+    """Record which signal stopped the run (for the exit hook, which inherits the environment) and
+    stop the runtime."""
+    name = signal.Signals(signum).name
+    if os.environ.get(STOP_SIGNAL_ENV):
+        return  # already stopping: let the clean-up finish
+    os.environ[STOP_SIGNAL_ENV] = name
+    raise StopRequested(name)
 
 
 def command_hint() -> str:
@@ -84,8 +105,6 @@ def hide_database_password(argv: list[str], environ: dict[str, str]) -> list[str
 
 def resume_simulation(argv: list[str], environ: dict[str, str]) -> list[str]:
     """``resume --simulate-failure STEP``: handed to the resumed run's steps, not to Metaflow."""
-    from flows.guards import SIMULATE_ENV
-
     found = _option(argv, "--simulate-failure")
     environ.pop(SIMULATE_ENV, None)
     if found is None:
@@ -126,6 +145,9 @@ def main(argv: list[str]) -> int:
     if command in ("run", "resume"):
         run_id_file = Path(tempfile.mkstemp(prefix="enrich-run-id-")[1])
         argv = [*argv, "--run-id-file", str(run_id_file)]
+        environ.pop(STOP_SIGNAL_ENV, None)
+        signal.signal(signal.SIGINT, on_stop_signal)
+        signal.signal(signal.SIGTERM, on_stop_signal)
     code = _hand_over(TransactionEnrichmentFlow, argv)
     if run_id_file is not None:
         _summarise(run_id_file, argv)
@@ -139,6 +161,9 @@ def _hand_over(flow: type, argv: list[str]) -> int:
         flow()
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except KeyboardInterrupt:
+        stopped = os.environ.get(STOP_SIGNAL_ENV, "SIGINT")
+        return 128 + int(signal.Signals[stopped])
     return 0
 
 
@@ -156,6 +181,12 @@ def _summarise(run_id_file: Path, argv: list[str]) -> None:
     if not number:
         return
     run_id = f"TransactionEnrichmentFlow/{number}"
+    stopped = os.environ.get(STOP_SIGNAL_ENV)
+    if stopped:
+        print(f"\nRun {run_id} stopped by {stopped}: its steps' open transactions were rolled back and the "
+              f"ledger marks it interrupted. Run the same command again (a re-run loads the file again "
+              f"safely), or resume it: {command_hint()} resume", flush=True)
+        return
     try:
         store = open_store(_database_of(run_id) or parse_run_options(argv).database, read_only=True)
         print("\n" + summary.render(store, run_id, command_hint()), flush=True)

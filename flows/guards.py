@@ -35,6 +35,7 @@ ALWAYS_RUN_STEPS = ("join", "end")  # they gather and report, whatever failed up
 LOCK_FREE_STEPS = ALWAYS_RUN_STEPS  # they write only the ledger
 BRANCH_LOCAL_ARTIFACTS = ("failures", CATCH_VAR, "_catch_exception", "figures")
 SIMULATE_ENV = "ENRICH_SIMULATE_FAILURE"  # the launcher's --simulate-failure for a resumed run
+STOP_SIGNAL_ENV = "ENRICH_STOP_SIGNAL"  # set by the launcher when SIGINT or SIGTERM stopped the run
 
 
 class SimulatedFailure(Exception):
@@ -221,13 +222,35 @@ def alert_on_crash(run: Any = None) -> None:
     except (KeyError, AttributeError, EnrichError):
         store = None
     runlock.release(store, run.pathspec)  # end did not get to release it
+    stopped = os.environ.get(STOP_SIGNAL_ENV)
+    if stopped:
+        _close_interrupted(store, run.pathspec, stopped)
+        if stopped == "SIGINT":  # an operator's own Ctrl-C: no SMS
+            return
     if _alert_sent(run):
         return
     failed = [Failure(step.id, "TaskFailed", f"task {task.id} did not finish")
               for step in run for task in step if not task.successful]
+    if stopped:
+        failed = [Failure("run", "Terminated", f"the run was stopped by {stopped} (a scheduler or an operator "
+                                               "stopped it); it is marked interrupted")]
     failed = failed or [Failure("run", "RunFailed", "the run stopped before its failure check")]
     flow_name, run_number = run.pathspec.split("/")
     alert_failures(store, flow_name, run_number, failed)
+
+
+def _close_interrupted(store: Any, run_id: str, stopped: str) -> None:
+    """Mark a run stopped by a signal ``interrupted`` (its lock is already free)."""
+    from enrich.errors import EnrichError
+
+    if store is None:
+        return
+    try:
+        store.close_runs([run_id], "interrupted")
+    except EnrichError as exc:
+        logger.error("run %s not marked interrupted (%s): the next run closes it", run_id, type(exc).__name__)
+        return
+    logger.info("run %s stopped by %s: marked interrupted", run_id, stopped)
 
 
 def _alert_sent(run: Any) -> bool:

@@ -31,7 +31,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enrich import checks, export, ingest, storage
+from enrich import checks, export, ingest
+from enrich.store import LoadStats, open_store
 from tests.flow_support import run_flow
 
 RUN = "TransactionEnrichmentFlow/1"
@@ -43,7 +44,7 @@ MB2 = 2 * 1024 * 1024
 # --------------------------------------------------------------------------- the path under test
 @dataclass
 class Loaded:
-    stats: storage.LoadStats
+    stats: LoadStats
     stored: dict[int, tuple[int, str]]
     rejected: dict[int, str]  # line -> reason
     tables: set[str]
@@ -51,14 +52,11 @@ class Loaded:
 
 def load_file(path: Path, database: Path) -> Loaded:
     """What the flow's ingest does: parse the file and load it as one batch."""
-    stats = storage.load_batch(database, RUN, ingest.read_chunks(path))
-    conn = sqlite3.connect(database)
-    try:
-        stored = {i: (c, w) for i, c, w in conn.execute("SELECT id, amount_cents, wording FROM transactions")}
-        rejected = dict(conn.execute("SELECT line, reason FROM rejected_rows WHERE run_id = ?", (RUN,)))
-        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    finally:
-        conn.close()
+    store = open_store(database)
+    stats = store.load_batch(RUN, ingest.read_chunks(path))
+    stored = {i: (c, w) for i, c, w in store.rows("SELECT id, amount_cents, wording FROM transactions")}
+    rejected = {row["line"]: row["reason"] for row in store.rejected_rows(RUN)}
+    tables = {name for (name,) in store.rows("SELECT name FROM sqlite_master WHERE type = 'table'")}
     return Loaded(stats, stored, rejected, tables)
 
 
@@ -220,14 +218,12 @@ def test_random_bytes_never_crash_beyond_a_clear_file_error(tmp_path, content, h
     with tempfile.TemporaryDirectory(dir=tmp_path) as work:
         path, database = Path(work) / "bank.csv", Path(work) / "bank.db"
         path.write_bytes(header + content)
-        storage.connect(database).close()
+        open_store(database).prepare()
         try:
             loaded = load_file(path, database)
         except ingest.InputFileError as error:
             assert_clear_file_error(error, path)
-            conn = sqlite3.connect(database)
-            assert conn.execute("SELECT COUNT(*) FROM transactions").fetchone() == (0,)
-            conn.close()
+            assert open_store(database).table_counts()["transactions"] == 0
             return
         assert_accounted(loaded)
         assert loaded.stats.rows_loaded == len(loaded.stored)
@@ -303,14 +299,12 @@ CORPUS = [
 def test_corpus_end_to_end_into_storage(tmp_path, case):
     path, database = tmp_path / f"{case.name}.csv", tmp_path / "bank.db"
     path.write_bytes(case.content)
-    storage.connect(database).close()
+    open_store(database).prepare()
     if case.error is not None:
         with pytest.raises(case.error) as caught:
             load_file(path, database)
         assert_clear_file_error(caught.value, path)
-        conn = sqlite3.connect(database)
-        assert conn.execute("SELECT COUNT(*) FROM transactions").fetchone() == (0,)
-        conn.close()
+        assert open_store(database).table_counts()["transactions"] == 0
         return
     loaded = load_file(path, database)
     assert_accounted(loaded)
@@ -323,13 +317,9 @@ def test_corpus_end_to_end_into_storage(tmp_path, case):
 def test_formula_wordings_are_stored_verbatim_and_escaped_in_exported_csv(tmp_path):
     path, database = tmp_path / "f.csv", tmp_path / "bank.db"
     path.write_bytes(HEADER + rows_csv([(i + 1, "-1.00", w) for i, w in enumerate(FORMULAS + ["SAFE"])]))
-    storage.connect(database).close()
+    open_store(database).prepare()
     load_file(path, database)
-    db = storage.connect(database)
-    try:
-        frame = storage.enriched_transactions(db)
-    finally:
-        db.close()
+    frame = open_store(database).enriched_transactions().to_pandas()
     assert frame["wording"].tolist() == FORMULAS + ["SAFE"]  # the database keeps them as they came
     out = export.write_csv(frame, tmp_path / "export.csv")
     with out.open(newline="", encoding="utf-8") as handle:

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from metaflow import Runner
+
+from enrich.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW_FILE = ROOT / "flows" / "enrichment_flow.py"
@@ -40,8 +41,9 @@ class FlowResult:
     sms: list[dict]
 
     def query(self, sql: str, params=()) -> list[tuple]:
-        with sqlite3.connect(self.database) as conn:
-            return [tuple(row) for row in conn.execute(sql, params)]
+        """Rows of one statement on the run's database, read through the store (read-only): the
+        test process opens the file with the project's SQLite library only."""
+        return open_store(self.database, read_only=True).rows(sql, params)
 
     def count(self, table: str) -> int:
         return self.query(f"SELECT COUNT(*) FROM {table}")[0][0]

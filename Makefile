@@ -35,11 +35,11 @@ test: $(STAMP) test-deps
 
 # The benchmark harness: a generated ROWS-row file through the whole flow, fresh then re-run.
 bench: $(STAMP)
-	$(PY) -m enrich.bench --rows $(ROWS) $(BENCH_ARGS)
+	$(PY) -m enrich bench --rows $(ROWS) $(BENCH_ARGS)
 
 # Browse DATABASE with datasette on PORT: views, facets, canned monitoring queries, full-text search.
 browse: $(STAMP)
-	$(PY) -m enrich.browse serve --database $(DATABASE) --port $(PORT)
+	$(PY) -m enrich browse --database $(DATABASE) --port $(PORT)
 
 clean:
 	rm -rf .metaflow .pytest_cache .hypothesis

@@ -1,6 +1,5 @@
-"""``python -m enrich``: the operator CLI (see :mod:`enrich.cli`)."""
-import sys
+"""``python -m enrich``: the operator CLI, the same as the ``enrich`` command (see :mod:`enrich.cli`)."""
+from enrich.cli import cli
 
-from enrich.cli import main
-
-sys.exit(main())
+if __name__ == "__main__":
+    cli()

@@ -1,6 +1,6 @@
 """Benchmark harness: the whole flow on a generated file, timed and measured.
 
-``python -m enrich.bench --rows 1000000`` (or ``make bench ROWS=1000000``):
+``enrich bench --rows 1000000`` (or ``make bench ROWS=1000000``):
 
 1. generates (once, then reused) a seeded file with :mod:`enrich.generate`:
    realistic French wordings, the four default tags, some ambiguous wordings;
@@ -20,7 +20,6 @@ never asserted: they depend on the machine.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -156,27 +155,19 @@ def markdown_row(result: dict[str, object]) -> str:
             if rerun else "")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m enrich.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000, help="rows to generate (default 1,000,000)")
-    parser.add_argument("--seed", type=int, default=42, help="generator seed (default 42)")
-    parser.add_argument("--workdir", type=Path, default=PROJECT_DIR / "bench-data",
-                        help="where files, databases and logs go (default bench-data/)")
-    parser.add_argument("--tag-count", type=int, default=0,
-                        help="also run with a tag list of this many tags (e.g. 10000)")
-    parser.add_argument("--no-rerun", action="store_true", help="skip the re-run on the populated database")
-    parser.add_argument("--markdown", action="store_true", help="also print the README table row")
-    args = parser.parse_args(argv)
-    if args.rows < 1:
-        parser.error("--rows must be at least 1")
-    result = benchmark(args.rows, args.seed, args.workdir.resolve(), args.tag_count, not args.no_rerun)
-    with (args.workdir / "results.jsonl").open("a", encoding="utf-8") as out:
+def run(rows: int, seed: int, workdir: Path, tag_count: int = 0, rerun: bool = True,
+        markdown: bool = False, as_json: bool = False) -> int:
+    """``enrich bench``: measure, append the result to ``<workdir>/results.jsonl`` and print it (a table,
+    the README row with ``markdown``, or JSON); 1 when a measured run of the flow failed, else 0."""
+    if rows < 1:
+        raise ValueError("--rows must be at least 1")
+    result = benchmark(rows, seed, workdir.resolve(), tag_count, rerun)
+    with (workdir / "results.jsonl").open("a", encoding="utf-8") as out:
         out.write(json.dumps(result) + "\n")
-    print(table(result))
-    if args.markdown:
-        print(markdown_row(result))
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(table(result))
+        if markdown:
+            print(markdown_row(result))
     return 0 if all(m["exit_code"] == 0 for m in result["measures"]) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,29 +1,31 @@
 """Browsing the database with datasette: the metadata (descriptions, sorts, facets, canned queries).
 
-``make browse`` runs ``python -m enrich.browse serve --database DB --port PORT``,
-which brings the database's schema up to date (views, full-text index), writes
-the metadata below to a temporary JSON file and runs ``datasette serve`` with it
-and the project's plugin (:mod:`enrich.datasette_csv`: CSV downloads have their
-formula cells escaped).
-``python -m enrich.browse metadata --database DB`` prints the metadata only.
+``enrich browse --database DB --port PORT`` (``make browse``) brings the database's
+schema up to date (views, full-text index), writes the metadata below to a temporary
+JSON file and runs ``python -m datasette serve`` with it (:func:`serve`). datasette
+loads the project's plugin (:mod:`enrich.datasette_csv`: CSV downloads have their
+formula cells escaped) through its entry point; :func:`serve` refuses to start without
+it. ``enrich browse --metadata`` prints the metadata only. datasette serves an SQLite
+file: a PostgreSQL database is read with ``enrich query`` or ``psql`` instead.
 
-The canned queries come from :data:`enrich.CANNED_QUERIES` (all SQL lives
-in storage); every table, view and column of the schema has a description here,
-which ``tests/test_browse.py`` enforces against a freshly migrated database, so
-the metadata cannot drift from the schema.
+The canned queries come from :data:`enrich.store.sqlite.queries.CANNED_QUERIES` (all SQL
+lives in the store); every table, view and column of the schema has a description here,
+which ``tests/test_browse.py`` enforces against a freshly migrated database, so the
+metadata cannot drift from the schema.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
+from types import FrameType
 
-from enrich.store import DatabaseMissing, StorageError, open_store
+from enrich.datasette_csv import PLUGIN_NAME
+from enrich.store import DatabaseMissing, open_store
 from enrich.store.sqlite.queries import BROWSE_VIEWS, CANNED_QUERIES
 from enrich.store.sqlite.schema import FTS_TABLE
 
@@ -39,9 +41,9 @@ DESCRIPTION = (
 #: transactions, far beyond datasette's default 1 s limit; the canned queries answer in
 #: milliseconds whatever the size.
 DATASETTE_SETTINGS: dict[str, int] = {"sql_time_limit_ms": 30_000, "facet_time_limit_ms": 500}
-#: Module run as ``python -m`` to start datasette with the project's plugin registered
-#: (:mod:`enrich.datasette_csv`: formula cells of every CSV download escaped).
-DATASETTE_LAUNCHER = "enrich.datasette_csv"
+#: Module run as ``python -m`` to serve the database: datasette's own command line, which loads the
+#: project's plugin (:mod:`enrich.datasette_csv`) through its entry point.
+DATASETTE_LAUNCHER = "datasette"
 
 _RUN_ID = "run id: TransactionEnrichmentFlow/<Metaflow run number>"
 _TAG = "the one tag of the tag list found in the wording (TATA, TOTO, TUTU, TAXI by default)"
@@ -109,9 +111,9 @@ TABLES: dict[str, dict[str, object]] = {
         "facets": ["run_id"],
     },
     "pending_enrichment": {
-        "description": "Runs whose new or changed rows still need tags or annotations; the next run "
-                       "catches them up.",
-        "columns": {"run_id": _RUN_ID, "kind": "tags or annotations"},
+        "description": "Runs whose new or changed rows still need tags, annotations or full-text "
+                       "indexing; the next run catches them up.",
+        "columns": {"run_id": _RUN_ID, "kind": "tags, annotations or search (the full-text index)"},
         "facets": ["kind"],
     },
     "enrichment_state": {
@@ -190,7 +192,22 @@ TABLES: dict[str, dict[str, object]] = {
         "columns": {"id": "always 1 (one lock)", "run_id": _RUN_ID, "user": "who started the run",
                     "host": "host of the run's Metaflow process", "pid": "its process id",
                     "process_start": "its start identity (tells a recycled pid apart)",
-                    "acquired_at": "when the lock was taken (UTC)"},
+                    "acquired_at": "when the lock was taken (UTC)",
+                    "expires_at": "end of its lease (UTC), pushed forward while its steps work; a holder on "
+                                  "another host whose lease expired is taken as dead"},
+    },
+    "staged_tags": {
+        "description": "Tags a run's tagging shards derived, waiting for its publish step (emptied when it "
+                       "publishes or gives up).",
+        "columns": {"run": "run that derived them (run_keys.run_key)", "shard": "tagging shard number",
+                    "transaction_id": "transactions.id", "tag": _TAG},
+    },
+    "staged_ambiguous": {
+        "description": "Ambiguous wordings a run's tagging shards found, waiting for its publish step (then "
+                       "summed into ambiguous_wordings).",
+        "columns": {"run_id": _RUN_ID, "shard": "tagging shard number", "wording": "the wording",
+                    "tags_found": "how many different tags it holds (2 or more)",
+                    "transactions": "rows of the shard with this wording"},
     },
     FTS_TABLE: {
         "description": "Full-text index of transactions.wording (SQLite FTS5, accents and case ignored), "
@@ -255,21 +272,22 @@ def database_name(path: str | Path) -> str:
 
 def prepare(path: str | Path) -> Path:
     """Bring an existing database's schema up to date (views, full-text index); return its path."""
-    path = Path(path).resolve()
+    path = Path(path).expanduser().resolve()
     if not path.is_file():
-        raise DatabaseMissing(f"{path}: no such database. Create it with `make run` "
-                                      "(or pass DATABASE=path/to/file.db).")
+        raise DatabaseMissing(f"{path}: no such database file. Create it with a run (`make run`), "
+                              "or pass --database path/to/file.db (make browse DATABASE=...).")
     open_store(path).prepare()
     return path
 
 
-def datasette_command(path: Path, metadata_file: Path, port: int, host: str) -> list[str]:
-    """The ``datasette serve`` command line for ``path``.
+def plugin_installed() -> bool:
+    """Whether datasette will load the project's CSV plugin: its entry point is installed
+    (``pip install -e .``, which ``make install`` runs)."""
+    return any(point.name == PLUGIN_NAME for point in entry_points(group="datasette"))
 
-    datasette runs through :data:`DATASETTE_LAUNCHER` (``python -m
-    enrich.datasette_csv``), which registers the project's plugin before running
-    datasette's own command line: every CSV served has its formula cells escaped.
-    """
+
+def datasette_command(path: Path, metadata_file: Path, port: int, host: str) -> list[str]:
+    """The ``datasette serve`` command line for ``path``, run by this Python (its plugins included)."""
     command = [sys.executable, "-m", DATASETTE_LAUNCHER, "serve", str(path), "--metadata", str(metadata_file),
                "--port", str(port), "--host", host]
     for name, value in DATASETTE_SETTINGS.items():
@@ -277,39 +295,30 @@ def datasette_command(path: Path, metadata_file: Path, port: int, host: str) -> 
     return command
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``metadata``: print the metadata; ``serve``: prepare the database and run datasette on it."""
-    parser = argparse.ArgumentParser(prog="python -m enrich.browse", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    meta = commands.add_parser("metadata", help="print the datasette metadata (JSON)")
-    meta.add_argument("--database", default="database.db")
-    serve = commands.add_parser("serve", help="serve the database with datasette")
-    serve.add_argument("--database", default="database.db")
-    serve.add_argument("--port", type=int, default=8001)
-    serve.add_argument("--host", default="127.0.0.1")
-    args = parser.parse_args(argv)
-    if args.command == "metadata":
-        print(json.dumps(metadata(database_name(args.database)), indent=2))
-        return 0
-    try:
-        path = prepare(args.database)
-    except StorageError as exc:
-        print(f"python -m enrich.browse: error: {exc}", file=sys.stderr)
-        return 2
+def serve(path: Path, port: int, host: str) -> int:
+    """Serve the prepared database ``path`` with datasette until Ctrl-C or SIGTERM; datasette's exit code.
+
+    datasette runs in a process of its own: it reads the file with Python's ``sqlite3``,
+    while this process has used the store's SQLite library (:func:`prepare`); one
+    process never holds a file open through both. The temporary metadata is removed on
+    the way out, whichever way datasette stops.
+    """
     with tempfile.TemporaryDirectory(prefix="enrich-datasette-") as scratch:
         metadata_file = Path(scratch) / "metadata.json"
         metadata_file.write_text(json.dumps(metadata(database_name(path)), indent=2), encoding="utf-8")
-        command = datasette_command(path, metadata_file, args.port, args.host)
-        print(f"serving {path} on http://{args.host}:{args.port}/{database_name(path)} (Ctrl-C stops)",
-              file=sys.stderr)
+        command = datasette_command(path, metadata_file, port, host)
+        print(f"serving {path} on http://{host}:{port}/{database_name(path)} (Ctrl-C stops)", file=sys.stderr)
         # SIGTERM ends this process like Ctrl-C does: subprocess.run then stops datasette, and
         # the temporary metadata is removed on the way out
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+        previous = signal.signal(signal.SIGTERM, _exit_on_signal)
         try:
             return subprocess.run(command, check=False).returncode
         except KeyboardInterrupt:  # Ctrl-C reached datasette too, which stops
             return 0
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM handler: leave like Ctrl-C (the ``finally`` clauses run)."""
+    raise SystemExit(128 + signum)

@@ -32,10 +32,11 @@ otherwise its records are written again with the same CSV dialect datasette
 uses. A response that declares a Content-Length (datasette's CSV responses do
 not) is buffered whole and sent with the corrected length.
 
-``serve`` in :mod:`enrich.browse` starts datasette through :func:`main`
-(``python -m enrich.datasette_csv serve ...``), which registers this module with
-datasette's plugin manager (:func:`register`) before running datasette's command
-line; tests register it the same way.
+How it is loaded: the project declares it as a datasette plugin (the ``datasette``
+entry point group in ``pyproject.toml``), so every datasette started in the project's
+environment loads it, ``enrich browse`` included (it runs ``python -m datasette serve``
+and refuses to start when the entry point is missing). Tests that drive datasette in
+their own process add or remove it with :func:`register` and :func:`unregister`.
 """
 from __future__ import annotations
 
@@ -224,17 +225,3 @@ def unregister() -> None:
     """Remove this plugin from datasette's plugin manager (tests)."""
     if pm.get_plugin(PLUGIN_NAME) is not None:
         pm.unregister(name=PLUGIN_NAME)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run datasette's command line (``serve ...``) with this plugin registered."""
-    from datasette.cli import cli
-
-    register()
-    cli.main(args=list(sys.argv[1:] if argv is None else argv), prog_name="datasette")
-
-
-if __name__ == "__main__":  # run as a script: register the module under its import name
-    from enrich import datasette_csv
-
-    datasette_csv.main()

@@ -8,7 +8,7 @@ loop) and streams the file chunk by chunk, so memory stays bounded by one chunk.
 
 Regenerate the bundled sample with exactly::
 
-    python -m enrich.generate --rows 800 --out data/transactions.csv --seed 42 --malformed 4 --duplicates 3
+    enrich generate --rows 800 --out data/transactions.csv --seed 42 --malformed 4 --duplicates 3
 
 Output format
 -------------
@@ -62,11 +62,9 @@ duplicate picks use their own streams (spawn keys ``(1,)`` and ``(2,)``).
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import re
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +83,6 @@ __all__ = [
     "TAGS",
     "GenerationSummary",
     "generate_frame",
-    "main",
     "write_csv",
 ]
 
@@ -858,43 +855,3 @@ def write_csv(
         conflicting=1 if conflict_id is not None else 0,
     )
     return summary
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: ``python -m enrich.generate --rows N --out PATH --seed S``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m enrich.generate",
-        description="Write a deterministic CSV of realistic French bank transactions (id,amount,wording).",
-    )
-    parser.add_argument("--rows", type=int, required=True, help="number of valid rows (ids 1..N)")
-    parser.add_argument("--out", type=Path, required=True, help="output CSV path")
-    parser.add_argument("--seed", type=int, required=True, help="non-negative random seed")
-    parser.add_argument("--malformed", type=int, default=0, help="malformed lines to insert (default 0)")
-    parser.add_argument(
-        "--duplicates", type=int, default=0,
-        help="exact duplicate lines to append; >= 2 also appends one conflicting duplicate (default 0)",
-    )
-    parser.add_argument("--chunk-rows", type=int, default=500_000, help="rows per in-memory chunk")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        summary = write_csv(
-            args.out, args.rows, args.seed,
-            malformed=args.malformed, duplicates=args.duplicates, chunk_rows=args.chunk_rows,
-        )
-    except ValueError as exc:
-        parser.error(str(exc))
-    logger.info(
-        "wrote %s: %d rows, %d malformed, %d duplicates, %d conflicting, %d bytes",
-        summary.path, summary.rows, summary.malformed, summary.duplicates,
-        summary.conflicting, summary.bytes,
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from metaflow import Runner
 
+from enrich.store import open_store
+
 ROOT = Path(__file__).resolve().parent.parent
 FLOW_FILE = ROOT / "flows" / "enrichment_flow.py"
 INJECT = Path(__file__).resolve().parent / "support" / "inject"
@@ -46,7 +48,9 @@ class FlowResult:
         return open_store(self.database)
 
     def query(self, sql: str, params=()) -> list[tuple]:
-        return self.store.rows(sql, params)
+        """Rows of one statement on the run's database, read through the store (read-only): the
+        test process opens the file with the project's SQLite library only."""
+        return open_store(self.database, read_only=True).rows(sql, params)
 
     def count(self, table: str) -> int:
         return self.query(f"SELECT COUNT(*) FROM {table}")[0][0]

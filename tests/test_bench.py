@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from click.testing import CliRunner
 
 from enrich import bench, tagging
+from enrich.cli import cli
 
 
 def test_tag_list_of_many_tags_keeps_the_default_four_and_has_multi_word_tags(tmp_path):
@@ -22,8 +24,10 @@ def test_input_file_is_generated_once_and_reused(tmp_path):
 
 
 @pytest.mark.flow
-def test_a_measured_run_reports_wall_time_memory_and_ledger_durations(tmp_path, capsys):
-    assert bench.main(["--rows", "300", "--workdir", str(tmp_path), "--no-rerun", "--markdown"]) == 0
+def test_a_measured_run_reports_wall_time_memory_and_ledger_durations(tmp_path):
+    done = CliRunner().invoke(cli, ["bench", "--rows", "300", "--workdir", str(tmp_path), "--no-rerun", "--markdown"],
+                              catch_exceptions=False)
+    assert done.exit_code == 0, done.stderr
     (result,) = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     (fresh,) = result["measures"]
     assert fresh["exit_code"] == 0 and fresh["wall_s"] > 0 and fresh["rows_per_s"] > 0
@@ -32,8 +36,7 @@ def test_a_measured_run_reports_wall_time_memory_and_ledger_durations(tmp_path, 
     assert {"start", "ingest", "tag_transactions", "annotate_transactions", "index_wordings", "join",
             "end"} <= set(fresh["steps_s"])
     assert result["machine"]["cores"] >= 1
-    out = capsys.readouterr().out
-    assert "fresh" in out and "300 rows" in out
+    assert "fresh" in done.stdout and "300 rows" in done.stdout
 
 
 def test_markdown_row_shows_fresh_rerun_and_tag_ratio():

@@ -64,7 +64,7 @@ def frame() -> pd.DataFrame:
 def documented_command() -> list[str]:
     """The regeneration command written in the module docstring."""
     doc = generate.__doc__ or ""
-    match = re.search(r"^\s*(python -m enrich\.generate .*data/transactions\.csv.*)$", doc, re.MULTILINE)
+    match = re.search(r"^\s*(enrich generate .*data/transactions\.csv.*)$", doc, re.MULTILINE)
     assert match, "module docstring must document the command regenerating data/transactions.csv"
     return shlex.split(match.group(1))
 
@@ -265,7 +265,7 @@ def test_invalid_arguments(tmp_path: Path) -> None:
 
 def run_cli(args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "enrich.generate", *args],
+        [sys.executable, "-m", "enrich", "generate", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )
 
@@ -285,8 +285,8 @@ def test_cli_writes_the_file(tmp_path: Path) -> None:
 
 def test_bundled_sample_matches_documented_command(tmp_path: Path) -> None:
     command = documented_command()
-    assert command[:3] == ["python", "-m", "enrich.generate"]
-    args = command[3:]
+    assert command[:2] == ["enrich", "generate"]
+    args = command[2:]
     out_index = args.index("--out") + 1
     assert args[out_index] == "data/transactions.csv"
     args[out_index] = str(tmp_path / "regenerated.csv")

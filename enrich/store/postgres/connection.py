@@ -36,6 +36,7 @@ DriverError = adbc_driver_manager.Error
 #: Work memory of a bulk connection (sorts, hashes and GIN builds of millions of rows stay in memory).
 BULK_WORK_MEM = "128MB"
 BULK_MAINTENANCE_WORK_MEM = "256MB"
+BULK_TEMP_BUFFERS = "256MB"  # the load's staging tables stay in memory
 
 
 @contextmanager
@@ -59,7 +60,8 @@ def connect(location: DatabaseLocation, *, read_only: bool = False, lock_timeout
                 cur.execute("SET default_transaction_read_only = on")
             if lock_timeout_ms is not None:
                 cur.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
-            if bulk:
+            if bulk:  # (temp_buffers: before the session's first temporary table)
+                cur.execute(f"SET temp_buffers = '{BULK_TEMP_BUFFERS}'")
                 cur.execute(f"SET work_mem = '{BULK_WORK_MEM}'")
                 cur.execute(f"SET maintenance_work_mem = '{BULK_MAINTENANCE_WORK_MEM}'")
             yield cur

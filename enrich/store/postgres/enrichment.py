@@ -17,17 +17,19 @@ import numpy as np
 import pyarrow as pa
 
 from enrich.store.adbc import Cursor, rechunk
-from enrich.store.errors import ConcurrentModification
+from enrich.store.errors import ConcurrentModification, ConstraintViolation
 from enrich.store.location import DatabaseLocation
 from enrich.store.postgres.connection import connect, transaction
-from enrich.store.postgres.lineage import keys_of_runs_sql, run_key
-from enrich.store.postgres.schema import SEARCH_TABLE
+from enrich.store.postgres.lineage import keys_in_sql, keys_of_runs_sql, run_key, run_keys_of
+from enrich.store.postgres.schema import SEARCH_INDEX, SEARCH_INDEX_SQL, SEARCH_TABLE
 from enrich.store.records import ANNOTATIONS, SEARCH, TAGS, PublishStats
 from enrich.store.shared_sql import annotation_case_sql, fingerprint, fingerprint_key, fingerprint_sql
 
 logger = logging.getLogger(__name__)
 
 TRANSACTION_TYPES = {"id": pa.int64(), "amount_cents": pa.int64(), "wording": pa.large_string()}
+#: Rows indexed at once from which the search index is built anew rather than added to.
+REBUILD_ROWS = 100_000
 _STAGED_TAGS_SCHEMA = pa.schema([("run", pa.int64()), ("shard", pa.int64()),
                                  ("transaction_id", pa.int64()), ("tag", pa.large_string())])
 _STAGED_AMBIGUOUS_SCHEMA = pa.schema([("run_id", pa.large_string()), ("shard", pa.int64()),
@@ -142,10 +144,17 @@ def publish_tags(location: DatabaseLocation, run_id: str, covered_runs: Sequence
         cur.execute("LOCK TABLE tags IN SHARE ROW EXCLUSIVE MODE")
         _refuse_if_changed(cur, location, TAGS, expected_fingerprint)
         key = run_key(cur, run_id)
-        removed = _delete_covered(cur, "tags", covered_runs)
-        # staged in (shard, id) order, and shards are ascending id ranges: appended in id order
-        written = changed_rows(cur, "INSERT INTO tags (transaction_id, tag, run) SELECT transaction_id, tag, run "
-                               "FROM staged_tags WHERE run = $1 ORDER BY shard, transaction_id", (key,))
+        removed = _delete_covered(cur, "tags", _covered_keys(cur, covered_runs))
+        # in id order (shards are ascending id ranges): the primary key is appended to; a staged tag
+        # whose transaction does not exist is not written, and then refused (see the schema's note on
+        # foreign keys: one set-based pass instead of a look-up per row)
+        staged = int(cur.scalar(f"SELECT COUNT(*) FROM staged_tags WHERE run = {key}"))
+        written = execute_count(cur, f"INSERT INTO tags (transaction_id, tag, run) SELECT s.transaction_id, s.tag, "
+                                     f"s.run FROM staged_tags s WHERE s.run = {key} AND EXISTS (SELECT 1 FROM "
+                                     f"transactions t WHERE t.id = s.transaction_id) ORDER BY s.transaction_id")
+        if written != staged:
+            raise ConstraintViolation(f"{location.display}: a write broke a database constraint ({staged - written} "
+                                      "staged tags name a transaction that does not exist); nothing was written")
         cur.execute("DELETE FROM ambiguous_wordings WHERE run_id = $1", (run_id,))
         cur.execute("INSERT INTO ambiguous_wordings (run_id, wording, tags_found, transactions) "
                     "SELECT run_id, wording, MAX(tags_found), SUM(transactions) FROM staged_ambiguous "
@@ -168,10 +177,14 @@ def _discard(cur: Cursor, run_id: str) -> None:
     cur.execute("DELETE FROM staged_ambiguous WHERE run_id = $1", (run_id,))
 
 
-def changed_rows(cur: Cursor, dml: str, params: Sequence[object] = ()) -> int:
-    """Run one INSERT, UPDATE or DELETE; the rows it wrote (counted through ``RETURNING``: the
-    driver reports no row count for a statement with parameters)."""
-    return int(cur.scalar(f"WITH changed AS ({dml} RETURNING 1) SELECT COUNT(*) FROM changed", params) or 0)
+def execute_count(cur: Cursor, dml: str) -> int:
+    """Run one INSERT, UPDATE or DELETE without parameters (the driver reports the row count only
+    then); the rows it wrote."""
+    cur.execute(dml)
+    count = cur.cursor.rowcount
+    if count is None or count < 0:
+        raise RuntimeError(f"the driver reported no row count for: {dml[:80]}")
+    return int(count)
 
 
 def _refuse_if_changed(cur: Cursor, location: DatabaseLocation, kind: str, expected: str | None) -> None:
@@ -180,15 +193,23 @@ def _refuse_if_changed(cur: Cursor, location: DatabaseLocation, kind: str, expec
                                      "the step's retry derives them again")
 
 
-def _delete_covered(cur: Cursor, table: str, covered_runs: Sequence[str] | None) -> int:
+def _covered_keys(cur: Cursor, covered_runs: Sequence[str] | None) -> tuple[int, ...] | None:
+    return None if covered_runs is None else run_keys_of(cur, covered_runs)
+
+
+def _scope(keys: Sequence[int] | None) -> str:
+    """A WHERE condition on transactions: last changed by a run of ``keys`` (None: every row)."""
+    return "true" if keys is None else keys_in_sql("last_changed_run", keys)
+
+
+def _delete_covered(cur: Cursor, table: str, keys: Sequence[int] | None) -> int:
     """Delete the rows of ``table`` whose transaction is in scope; returns how many."""
-    if covered_runs is None:
-        return changed_rows(cur, f"DELETE FROM {table}")
-    if covered_runs:
-        return changed_rows(cur, f"DELETE FROM {table} WHERE transaction_id IN (SELECT id FROM transactions "
-                                 f"WHERE last_changed_run IN ({keys_of_runs_sql(len(covered_runs))}))",
-                            list(covered_runs))
-    return 0
+    if keys is None:
+        return execute_count(cur, f"DELETE FROM {table}")
+    if not keys:
+        return 0
+    return execute_count(cur, f"DELETE FROM {table} WHERE transaction_id IN "
+                              f"(SELECT id FROM transactions WHERE {_scope(keys)})")
 
 
 # ..................................................................... annotations, in place
@@ -205,16 +226,15 @@ def annotate_in_place(location: DatabaseLocation, run_id: str, covered_runs: Seq
         cur.execute("LOCK TABLE annotations IN SHARE ROW EXCLUSIVE MODE")
         _refuse_if_changed(cur, location, ANNOTATIONS, expected_fingerprint)
         key = run_key(cur, run_id)
-        removed = _delete_covered(cur, "annotations", covered_runs)
-        scope, params = scope_sql(covered_runs, first=2)
-        written = changed_rows(cur, _annotate_sql(scope), [key, *params])
-        scope, params = scope_sql(covered_runs)
-        in_scope = int(cur.scalar(f"SELECT COUNT(*) FROM transactions WHERE {scope}", params))
+        keys = _covered_keys(cur, covered_runs)
+        removed = _delete_covered(cur, "annotations", keys)
+        written = execute_count(cur, _annotate_sql(_scope(keys), key))
+        in_scope = int(cur.scalar(f"SELECT COUNT(*) FROM transactions WHERE {_scope(keys)}"))
         table = _finish_publish(cur, ANNOTATIONS, covered_runs, state)
         if covered_runs is None:  # the whole table was written: its fingerprint has the counts
             classes: dict[str | None, int] = {str(label): int(count) for label, count, *_ in table}
         else:
-            classes = {str(label): int(count) for label, count in cur.rows(_annotation_classes_sql(scope), params)}
+            classes = {str(label): int(count) for label, count in cur.rows(_annotation_classes_sql(_scope(keys)))}
     classes[None] = in_scope - written  # zero amounts
     logger.info("annotated in place: %d rows written, %d old rows replaced", written, removed)
     return PublishStats(written=written, removed=removed,
@@ -226,10 +246,10 @@ def _annotation_classes_sql(scope: str) -> str:
             f"WHERE transaction_id IN (SELECT id FROM transactions WHERE {scope}) GROUP BY annotation")
 
 
-def _annotate_sql(scope: str) -> str:
-    """Annotations of the transactions in ``scope`` (zero amounts get none); $1 is the run key."""
+def _annotate_sql(scope: str, key: int) -> str:
+    """Annotations of the transactions in ``scope`` (zero amounts get none), by the run of ``key``."""
     return (f"INSERT INTO annotations (transaction_id, annotation, run) "
-            f"SELECT id, {annotation_case_sql()}, $1 FROM transactions "
+            f"SELECT id, {annotation_case_sql()}, {int(key)} FROM transactions "
             f"WHERE amount_cents != 0 AND {scope} ORDER BY id")
 
 
@@ -256,17 +276,34 @@ def index_wordings(location: DatabaseLocation) -> tuple[tuple[str, ...], int]:
     "not indexed" exactly while the run that first loaded it is pending search (as on
     SQLite): a run that changes rows is pending too, so those rows are found through the
     index on ``last_changed_run``. Returns the runs covered and the rows indexed.
+
+    Many rows at once (at least :data:`REBUILD_ROWS` and half the index): the table's GIN
+    index and primary key are dropped and built again inside the transaction (one sorted
+    build each instead of a million insertions); meanwhile searches wait, and so would an
+    update of indexed rows (the flow runs none then: loads hold the run lock).
     """
     with connect(location, bulk=True) as cur, transaction(cur):
         runs = pending_runs(cur, SEARCH)
         if not runs:
             return (), 0
-        last = keys_of_runs_sql(len(runs))
-        first = keys_of_runs_sql(len(runs), len(runs) + 1)
-        rows = changed_rows(cur, f"INSERT INTO {SEARCH_TABLE} (id, document) "
-                                 f"SELECT id, enrich_search_document(wording) FROM transactions "
-                                 f"WHERE last_changed_run IN ({last}) AND first_run IN ({first}) ORDER BY id "
-                                 f"ON CONFLICT (id) DO UPDATE SET document = excluded.document", [*runs, *runs])
+        keys = run_keys_of(cur, runs)
+        rows_sql = (f"FROM transactions WHERE {keys_in_sql('last_changed_run', keys)} "
+                    f"AND {keys_in_sql('first_run', keys)}")
+        rows = int(cur.scalar(f"SELECT COUNT(*) {rows_sql}"))
+        indexed = float(cur.scalar(f"SELECT reltuples FROM pg_class WHERE oid = '{SEARCH_TABLE}'::regclass") or 0)
+        rebuild = rows >= REBUILD_ROWS and rows >= indexed / 2
+        if rebuild:  # rows already indexed (an operator's insert) go first: then a plain insert
+            cur.execute(f"DELETE FROM {SEARCH_TABLE} WHERE id IN (SELECT id {rows_sql})")
+            cur.execute(f"DROP INDEX {SEARCH_INDEX}")
+            cur.execute(f"ALTER TABLE {SEARCH_TABLE} DROP CONSTRAINT {SEARCH_TABLE}_pkey")
+            written = execute_count(cur, f"INSERT INTO {SEARCH_TABLE} (id, document) "
+                                         f"SELECT id, enrich_search_document(wording) {rows_sql}")
+            cur.execute(f"ALTER TABLE {SEARCH_TABLE} ADD PRIMARY KEY (id)")
+            cur.execute(SEARCH_INDEX_SQL)
+        else:
+            written = execute_count(cur, f"INSERT INTO {SEARCH_TABLE} (id, document) "
+                                         f"SELECT id, enrich_search_document(wording) {rows_sql} ORDER BY id "
+                                         f"ON CONFLICT (id) DO UPDATE SET document = excluded.document")
         cur.execute("DELETE FROM pending_enrichment WHERE kind = $1", (SEARCH,))
-    logger.info("indexed %d wordings for search (runs %s)", rows, list(runs))
-    return runs, rows
+    logger.info("indexed %d wordings for search (runs %s)", written, list(runs))
+    return runs, written

@@ -1,6 +1,8 @@
 """Lineage keys: the small integer each run id gets in ``run_keys`` (as on SQLite)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from enrich.store.adbc import Cursor
 
 
@@ -19,3 +21,18 @@ def keys_of_runs_sql(count: int, first: int = 1) -> str:
 def lineage_key_sql(key: str, alias: str) -> str:
     """The run id of a lineage key column, for views and read-back."""
     return f"(SELECT k.run_id FROM run_keys k WHERE k.run_key = {key}) AS {alias}"
+
+
+def run_keys_of(cur: Cursor, runs: Sequence[str]) -> tuple[int, ...]:
+    """The lineage keys of those of ``runs`` that have one."""
+    if not runs:
+        return ()
+    marks = ", ".join(f"${i + 1}" for i in range(len(runs)))
+    return tuple(int(key) for (key,) in cur.rows(f"SELECT run_key FROM run_keys WHERE run_id IN ({marks}) "
+                                                 "ORDER BY run_key", list(runs)))
+
+
+def keys_in_sql(column: str, keys: Sequence[int]) -> str:
+    """``column`` is one of ``keys`` (integers read from run_keys, written as literals: a statement
+    without parameters reports its row count)."""
+    return f"{column} IN ({', '.join(str(int(key)) for key in keys)})" if keys else "false"

@@ -419,6 +419,19 @@ def test_an_expired_lease_of_another_host_is_taken_over(pg_store):
     assert pg_store.lock_holder().run_id == "F/2"
 
 
+def test_a_second_run_fails_at_once_with_the_usual_message(pg_store, postgres_server):
+    from enrich.store import RunLockHeld
+
+    runlock.hold(pg_store, "F/1", "ann", pid=os.getpid())
+    started = time.monotonic()
+    with pytest.raises(RunLockHeld) as caught:
+        runlock.hold(pg_store, "F/2", "bob", pid=os.getpid())
+    assert time.monotonic() - started < 5
+    message = str(caught.value)
+    assert "is in use by run F/1 (user ann" in message and "nothing was written" in message
+    assert pg_store.location.display in message and postgres_server.password not in message
+
+
 def test_restore_blockers_name_the_lock_holder(pg_store):
     pg_store.acquire_lock(claim("F/1"), runlock.holder_is_dead, 60)
     assert any("F/1 holds the run lock" in b for b in pg_store.restore_blockers(1))
@@ -590,6 +603,7 @@ def test_search_is_accent_insensitive_and_kept_in_step(pg_store):
 
 
 # ---------------------------------------------------------------------- backup and restore
+@pytest.mark.skipif(__import__("shutil").which("pg_dump") is None, reason="pg_dump is not installed")
 def test_backup_verify_and_restore(pg_store, tmp_path):
     pg_store.load_batch("F/1", iter(BATCH))
     made = pg_store.backup(str(tmp_path / "backups") + "/")
@@ -613,3 +627,72 @@ def test_a_file_that_is_not_an_archive_is_refused(pg_store, tmp_path):
     bogus.write_text("not a dump")
     with pytest.raises(BackupInvalid):
         pg_store.verify_backup(str(bogus))
+
+
+class FakeError(Exception):
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize("sqlstate, message, expected", [
+    ("57P01", "terminating connection due to administrator command", ConnectionLost),
+    ("08006", "connection failure", ConnectionLost),
+    ("40001", "could not serialize access", ConnectionLost),
+    ("40P01", "deadlock detected", ConnectionLost),
+    (None, "server closed the connection unexpectedly", ConnectionLost),
+    (None, "IO: [libpq] Failed to connect: connection to server at \"h\" failed: Connection refused", ConnectionLost),
+    ("28P01", "password authentication failed for user \"u\"", AccessDenied),
+    ("28000", "no pg_hba.conf entry", AccessDenied),
+    ("3D000", "database \"x\" does not exist", AccessDenied),
+    ("42501", "permission denied for table runs", AccessDenied),
+    (None, "IO: [libpq] Failed to connect: FATAL: password authentication failed for user", AccessDenied),
+    ("53100", "could not extend file: No space left on device", "StorageFull"),
+    ("25006", "cannot execute INSERT in a read-only transaction", DatabaseReadOnly),
+    ("55P03", "canceling statement due to lock timeout", DatabaseBusy),
+    ("23505", "duplicate key value violates unique constraint", "ConstraintViolation"),
+    ("42601", "syntax error at or near", None),
+    ("42P01", "relation \"x\" does not exist", None),
+])
+def test_errors_are_mapped_by_sqlstate(sqlstate, message, expected):
+    from enrich import store as storage
+    from enrich.store.location import parse_location
+    from enrich.store.postgres.connection import database_error
+
+    location = parse_location("postgresql://u:S3cret@db.example:5432/enrich")
+    error = database_error(location, FakeError(f"{message} S3cret", sqlstate))
+    if expected is None:
+        assert error is None  # a bug: raised as it is
+        return
+    expected = getattr(storage, expected) if isinstance(expected, str) else expected
+    assert type(error) is expected
+    assert "postgresql://u:***@db.example:5432/enrich" in str(error) and "S3cret" not in str(error)
+
+
+def test_accents_fold_without_unaccent_too(pg_store):
+    from enrich.store.postgres.schema import _fold_function_sql
+
+    pg_store.rows(_fold_function_sql(None) + " -- fallback")  # as a server without unaccent gets it
+    assert pg_store.rows("SELECT enrich_fold('Crème Brûlée à Saint-Étienne, Łódź')") == \
+        [("Creme Brulee a Saint-Etienne, Lodz",)]
+    pg_store.load_batch("F/1", iter([chunk([(2, 1, 1, "PÉAGE")])]))
+    pg_store.index_wordings()
+    assert [r["id"] for r in pg_store.search_wordings("peage")] == [1]
+
+
+def test_without_pg_dump_backup_says_which_tools_to_use(pg_store, tmp_path, monkeypatch):
+    import shutil
+
+    from enrich.store import UnsupportedOperation
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(UnsupportedOperation, match="pg_dump -Fc.*pg_restore --clean"):
+        pg_store.backup(str(tmp_path) + "/")
+
+
+def test_a_read_stopped_early_leaves_no_connection(pg_store):
+    pg_store.load_batch("F/1", iter([chunk([(n + 1, n, n, "w") for n in range(1, 5001)])]))
+    reads = pg_store.iter_transactions(["id"], None, chunk_rows=100)
+    assert next(reads).num_rows == 100
+    reads.close()
+    assert pg_store.rows("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()") == [(1,)]

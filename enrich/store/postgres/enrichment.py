@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -254,7 +255,7 @@ def _annotate_sql(scope: str, key: int) -> str:
 
 
 def _finish_publish(cur: Cursor, kind: str, covered_runs: Sequence[str] | None,
-                    state: Mapping[str, str]) -> list[tuple[object, ...]]:
+                    state: Mapping[str, str]) -> list[tuple[Any, ...]]:
     """Clear the covered runs from pending_enrichment, save ``state`` and the table's new fingerprint
     (returns the rows it was computed from: value, count, id sums)."""
     if covered_runs is None:

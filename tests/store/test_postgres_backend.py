@@ -650,6 +650,7 @@ class FakeError(Exception):
     ("53100", "could not extend file: No space left on device", "StorageFull"),
     ("25006", "cannot execute INSERT in a read-only transaction", DatabaseReadOnly),
     ("55P03", "canceling statement due to lock timeout", DatabaseBusy),
+    ("57014", "canceling statement due to statement timeout", DatabaseBusy),
     ("23505", "duplicate key value violates unique constraint", "ConstraintViolation"),
     ("42601", "syntax error at or near", None),
     ("42P01", "relation \"x\" does not exist", None),

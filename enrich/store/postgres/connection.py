@@ -183,7 +183,7 @@ def database_error(location: DatabaseLocation, exc: BaseException) -> StorageErr
         return DatabaseReadOnly(f"{where}: the database cannot be written ({detail}); nothing was written. "
                                 "Connect to the primary server (not a standby), or make the user's "
                                 "default_transaction_read_only off, then run again.")
-    if state == "55P03" or "lock timeout" in lowered:
+    if state == "55P03" or "lock timeout" in lowered or (state == "57014" and "statement timeout" in lowered):
         return DatabaseBusy(f"{where}: another writer held a lock past the wait allowed ({detail}); nothing "
                             "was written. Run again once the other writer has finished.")
     if state is not None and (state.startswith("08") or state in _TRANSIENT_STATES):

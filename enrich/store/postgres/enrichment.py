@@ -230,12 +230,16 @@ def annotate_in_place(location: DatabaseLocation, run_id: str, covered_runs: Seq
         keys = _covered_keys(cur, covered_runs)
         removed = _delete_covered(cur, "annotations", keys)
         written = execute_count(cur, _annotate_sql(_scope(keys), key))
-        in_scope = int(cur.scalar(f"SELECT COUNT(*) FROM transactions WHERE {_scope(keys)}"))
         table = _finish_publish(cur, ANNOTATIONS, covered_runs, state)
-        if covered_runs is None:  # the whole table was written: its fingerprint has the counts
+        # what was just written, per class: the annotations of the rows in scope are exactly those the
+        # insert derived (the old ones were deleted first), so they are counted from the rows in scope
+        # (one scan of them, no join with the annotations); the whole table's are in its fingerprint
+        counts = {label: int(count) for label, count in cur.rows(_annotation_classes_sql(_scope(keys)))}
+        in_scope = sum(counts.values())
+        if covered_runs is None:
             classes: dict[str | None, int] = {str(label): int(count) for label, count, *_ in table}
         else:
-            classes = {str(label): int(count) for label, count in cur.rows(_annotation_classes_sql(_scope(keys)))}
+            classes = {str(label): count for label, count in counts.items() if label is not None}
     classes[None] = in_scope - written  # zero amounts
     logger.info("annotated in place: %d rows written, %d old rows replaced", written, removed)
     return PublishStats(written=written, removed=removed,
@@ -243,8 +247,9 @@ def annotate_in_place(location: DatabaseLocation, run_id: str, covered_runs: Seq
 
 
 def _annotation_classes_sql(scope: str) -> str:
-    return (f"SELECT annotation, COUNT(*) FROM annotations "
-            f"WHERE transaction_id IN (SELECT id FROM transactions WHERE {scope}) GROUP BY annotation")
+    """The rows in ``scope`` per annotation they get (NULL: a zero amount, none)."""
+    return (f"SELECT CASE WHEN amount_cents = 0 THEN NULL ELSE {annotation_case_sql()} END AS annotation, "
+            f"COUNT(*) FROM transactions WHERE {scope} GROUP BY 1")
 
 
 def _annotate_sql(scope: str, key: int) -> str:

@@ -95,7 +95,7 @@ def _table_statements() -> tuple[str, ...]:
         """CREATE TABLE transactions (
             id BIGINT PRIMARY KEY,
             amount_cents BIGINT NOT NULL,
-            amount DOUBLE PRECISION GENERATED ALWAYS AS (amount_cents / 100.0) STORED,
+            amount DOUBLE PRECISION GENERATED ALWAYS AS (amount_cents::double precision / 100) STORED,
             wording TEXT NOT NULL,
             first_run BIGINT NOT NULL,
             last_changed_run BIGINT NOT NULL

@@ -697,3 +697,14 @@ def test_a_read_stopped_early_leaves_no_connection(pg_store):
     assert next(reads).num_rows == 100
     reads.close()
     assert pg_store.rows("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()") == [(1,)]
+
+
+def test_every_canned_query_runs_in_psql_form(pg_store, postgres_server, postgres_url):
+    from enrich.store.postgres.queries import CANNED_QUERIES, psql_sql
+
+    pg_store.record_run("F/1", started_at="2025-01-01T00:00:00")
+    for name, query in CANNED_QUERIES.items():
+        sql = psql_sql(name)
+        for param in query.parameters:  # what psql -v param= substitutes
+            sql = sql.replace(f":'{param}'", "''")
+        pg_store.rows(sql.rstrip().rstrip(";"))

@@ -5,6 +5,8 @@ shows). Their names, titles and descriptions are the backend-neutral
 columns, in the same order, as the SQLite query of the same name."""
 from __future__ import annotations
 
+import re
+
 from enrich.store.postgres.lineage import lineage_key_sql as _lineage_key_sql
 from enrich.store.queries import QUERIES, CannedQuery
 
@@ -160,3 +162,11 @@ _SQL = {
 
 #: Every canned query with its PostgreSQL SQL, by name.
 CANNED_QUERIES: dict[str, CannedQuery] = {name: query.with_sql(_SQL[name]) for name, query in QUERIES.items()}
+
+
+def psql_sql(name: str) -> str:
+    """Canned query ``name`` for psql: its ``:name`` parameters as psql's quoted variables (``:'name'``),
+    given with ``psql -v name=value`` (blank allowed: ``-v run_id=``)."""
+    sql = CANNED_QUERIES[name].sql
+    return re.sub(r"(?<!:):([A-Za-z_]\w*)", r":'\1'", sql) + ";\n"
+

@@ -65,6 +65,8 @@ def main() -> int:
         print(json.dumps(measure(args.one, args.csv, args.shards)))
         return 0
     server = None
+    if args.postgres is not None and args.repeat > 1:
+        parser.error("--repeat needs a fresh database per round: leave --postgres out (a throwaway server)")
     if args.postgres is None:
         from tests.support.postgres import ThrowawayPostgres
 

@@ -82,7 +82,10 @@ def load_batch(location: DatabaseLocation, run_id: str, chunks: Iterable[ParsedC
         changed, existing = updated + new, rows_loaded - new
         # what the database now holds for the batch's ids: the staged rows read back, plus the rows
         # found identical to the stored ones (read in this transaction, which the upsert leaves alone)
-        stored = int(bulk.scalar(_stored_total_sql()) or 0) + same_cents - dropped_same_cents
+        # (a table empty before the batch holds only the batch's rows now: then it is summed whole,
+        # without the join)
+        stored = (int(bulk.scalar(_stored_total_sql(whole_table=not any_stored)) or 0)
+                  + same_cents - dropped_same_cents)
         bulk.execute("DELETE FROM rejected_rows WHERE run_id = $1", (run_id,))
         bulk.execute("INSERT INTO rejected_rows (run_id, line, raw, reason) "
                      "SELECT $1, line, raw, reason FROM pg_temp.staging_rejected", (run_id,))
@@ -253,6 +256,8 @@ def _insert_new_sql(key: int, in_id_order: bool = False) -> str:
         WHERE NOT EXISTS (SELECT 1 FROM transactions t WHERE t.id = s.id){order}"""
 
 
-def _stored_total_sql() -> str:
+def _stored_total_sql(whole_table: bool = False) -> str:
     # control total: what the database now holds for the batch's ids
+    if whole_table:
+        return "SELECT SUM(amount_cents)::bigint FROM transactions"
     return "SELECT SUM(t.amount_cents)::bigint FROM pg_temp.staging s JOIN transactions t ON t.id = s.id"

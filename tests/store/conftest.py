@@ -47,7 +47,7 @@ def postgres_url(postgres_server: ThrowawayPostgres) -> Iterator[str]:
     name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.lstrip("/"))
     try:
         postgres_server.drop_database(name)
-    except Exception:  # noqa: BLE001 - the whole cluster is deleted at session end anyway
+    except Exception:  # noqa: BLE001, S110 - the whole cluster is deleted at session end anyway
         pass
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 def measure(database: str, csv: str, shards: int) -> dict[str, float]:
     from enrich import derivation
     from enrich.ingest import read_chunks
-    from enrich.store import TAGS, open_store
+    from enrich.store import open_store
     from enrich.tagging import load_tag_list
 
     store, times = open_store(database), {}

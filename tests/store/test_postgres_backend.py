@@ -20,7 +20,7 @@ from enrich.store import (TAGS, AccessDenied, CheckRecord, ConcurrentModificatio
                           DatabaseReadOnly, LockClaim, RestoreRefused, SchemaTooNew, StepAttempt, StorageError,
                           open_store)
 from enrich.store import AlertRecord
-from enrich.store.postgres import PostgresStore, schema
+from enrich.store.postgres import PostgresStore
 from enrich.store.postgres.connection import DriverError
 from enrich.store.postgres.loading import NUL_REASON
 from enrich.store.queries import QUERIES
@@ -229,14 +229,14 @@ def test_the_pipeline_gives_the_same_results_on_both_backends(sqlite_url, postgr
     assert pg_store.search_problem() is None
     # a word of every stored row is found, accents or not, on both
     for query in ("carte", "etienne", "virement loyer", '"la poste"'):
-        lite, pg = both(sqlite_store, pg_store, lambda s: {r["id"] for r in s.search_wordings(query, 10_000)})
+        lite, pg = both(sqlite_store, pg_store, lambda s, q=query: {r["id"] for r in s.search_wordings(q, 10_000)})
         assert pg and lite == pg, query
     for name, query in QUERIES.items():
-        lite, pg = both(sqlite_store, pg_store, lambda s: s.canned_query(name, {}))
+        lite, pg = both(sqlite_store, pg_store, lambda s, n=name: s.canned_query(n, {}))
         assert [list(r) for r in lite[:1]] == [list(r) for r in pg[:1]], name  # same columns
         assert len(lite) == len(pg), name
     for name in ("run_rejected_rows", "most_ambiguous_wordings"):
-        lite, pg = both(sqlite_store, pg_store, lambda s: s.canned_query(name, {"run_id": "1"}))
+        lite, pg = both(sqlite_store, pg_store, lambda s, n=name: s.canned_query(n, {"run_id": "1"}))
         assert lite == pg, name
         assert lite or name == "most_ambiguous_wordings"
     lite, pg = both(sqlite_store, pg_store,
@@ -544,6 +544,13 @@ def test_a_missing_privilege_is_access_denied(pg_store, postgres_server, postgre
     assert "readerpw" not in str(caught.value)
     postgres_server.execute("DROP OWNED BY reader", dbname)
     postgres_server.execute("DROP ROLE reader")
+
+
+def test_a_url_libpq_cannot_use_is_a_bad_location(postgres_url):
+    from enrich.store import BadDatabaseLocation
+
+    with pytest.raises(BadDatabaseLocation, match="postgresql://user"):
+        open_store(with_netloc(postgres_url, "enrich:pw@127.0.0.1:notaport")).list_runs()
 
 
 def test_bad_sql_is_a_bug_raised_as_it_is(pg_store):

@@ -25,8 +25,8 @@ import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as adbc_pg
 
 from enrich.store.adbc import Cursor
-from enrich.store.errors import (AccessDenied, ConnectionLost, ConstraintViolation, DatabaseBusy, DatabaseReadOnly,
-                                 StorageError, StorageFull)
+from enrich.store.errors import (AccessDenied, BadDatabaseLocation, ConnectionLost, ConstraintViolation, DatabaseBusy,
+                                 DatabaseReadOnly, StorageError, StorageFull)
 from enrich.store.location import DatabaseLocation
 
 logger = logging.getLogger(__name__)
@@ -125,8 +125,7 @@ def _detail(location: DatabaseLocation, exc: BaseException) -> str:
     """The driver's message on one line, without the driver's prefixes and never the password."""
     text = " ".join(str(exc).split())
     for prefix in ("IO: ", "INVALID_ARGUMENT: ", "INVALID_STATE: ", "NOT_FOUND: ", "UNKNOWN: ", "INTERNAL: "):
-        if text.startswith(prefix):
-            text = text[len(prefix):]
+        text = text.removeprefix(prefix)
     text = text.replace("[libpq] ", "")
     password = location.password
     if password:
@@ -145,6 +144,10 @@ def connection_error(location: DatabaseLocation, exc: BaseException) -> StorageE
     error = database_error(location, exc)
     if error is not None:
         return error
+    detail = _detail(location, exc)
+    if any(p in detail.lower() for p in ("invalid", "unrecognized", 'missing "="')):  # the URL itself
+        return BadDatabaseLocation(f"{location.display}: libpq cannot use this URL ({detail}). Use "
+                                   "postgresql://user[:password]@host[:port]/dbname.")
     return ConnectionLost(f"{location.display}: cannot connect to the database ({_detail(location, exc)}). "
                           "Check the URL, that the server runs and accepts connections, then run again.")
 

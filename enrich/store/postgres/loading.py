@@ -103,8 +103,8 @@ def load_batch(location: DatabaseLocation, run_id: str, chunks: Iterable[ParsedC
 
 def _create_staging(bulk: Cursor) -> None:
     # temporary, dropped at commit or rollback; no index: every step below is one set-based pass
-    for name, columns in (("staging", "line BIGINT NOT NULL, id BIGINT NOT NULL, amount_cents BIGINT NOT NULL, "
-                                      "wording TEXT NOT NULL"),
+    for name, columns in (("staging", ("line BIGINT NOT NULL, id BIGINT NOT NULL, amount_cents BIGINT NOT NULL, "
+                                       "wording TEXT NOT NULL")),
                           ("unchanged", "line BIGINT NOT NULL, id BIGINT NOT NULL"),
                           ("staging_rejected", "line BIGINT NOT NULL, raw TEXT NOT NULL, reason TEXT NOT NULL")):
         bulk.execute(f"DROP TABLE IF EXISTS pg_temp.{name}")

@@ -715,3 +715,17 @@ def test_every_canned_query_runs_in_psql_form(pg_store, postgres_server, postgre
         for param in query.parameters:  # what psql -v param= substitutes
             sql = sql.replace(f":'{param}'", "''")
         pg_store.rows(sql.rstrip().rstrip(";"))
+
+
+def test_indexing_many_rows_rebuilds_the_index_whole(pg_store, monkeypatch):
+    from enrich.store.postgres import enrichment
+
+    monkeypatch.setattr(enrichment, "REBUILD_ROWS", 2)
+    pg_store.load_batch("F/1", iter([chunk([(2, 1, 1, "péage A7"), (3, 2, 2, "taxi")])]))
+    pg_store.rows("INSERT INTO transactions_search (id, document) VALUES (1, to_tsvector('old')) RETURNING 1")
+    assert pg_store.index_wordings() == (("F/1",), 2)
+    assert [r["id"] for r in pg_store.search_wordings("peage")] == [1] and pg_store.search_wordings("old") == []
+    assert pg_store.search_problem() is None
+    indexes = {name for (name,) in pg_store.rows("SELECT indexname FROM pg_indexes WHERE tablename = "
+                                                 "'transactions_search'")}
+    assert indexes == {"transactions_search_pkey", "transactions_search_document"}

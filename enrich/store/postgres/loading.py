@@ -47,6 +47,8 @@ _REJECTED_SCHEMA = pa.schema([("line", pa.int64()), ("raw", pa.large_string()),
 _UNCHANGED_SCHEMA = pa.schema([("line", pa.int64()), ("id", pa.int64())])
 #: Staged rows beyond which the staging table's statistics are gathered before the set-based steps.
 _ANALYZE_ROWS = 10_000
+#: Rows written by a load beyond which the table's statistics are gathered again before it commits.
+_ANALYZE_TABLE_ROWS = 100_000
 
 
 def load_batch(location: DatabaseLocation, run_id: str, chunks: Iterable[ParsedChunk]) -> LoadStats:
@@ -80,6 +82,8 @@ def load_batch(location: DatabaseLocation, run_id: str, chunks: Iterable[ParsedC
         updated = execute_count(bulk, _update_changed_sql(key))  # first: the new rows are not there yet
         new = execute_count(bulk, _insert_new_sql(key, in_id_order=order.nearly_sorted))
         changed, existing = updated + new, rows_loaded - new
+        if changed >= _ANALYZE_TABLE_ROWS:  # the next steps' plans need the new rows counted (autovacuum
+            bulk.execute("ANALYZE transactions")  # would gather them later, after those steps began)
         # what the database now holds for the batch's ids: the staged rows read back, plus the rows
         # found identical to the stored ones (read in this transaction, which the upsert leaves alone)
         # (a table empty before the batch holds only the batch's rows now: then it is summed whole,

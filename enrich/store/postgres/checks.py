@@ -1,0 +1,52 @@
+"""The checks' queries in PostgreSQL: whole-database scans of annotations, tags and foreign keys."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+
+from enrich.store.adbc import Cursor, rechunk
+from enrich.store.location import DatabaseLocation
+from enrich.store.postgres.connection import connect
+from enrich.store.shared_sql import annotation_case_sql
+
+_ALL_IDS = (-(2**63), 2**63 - 1)
+_STORED_TAGS_SCHEMA = pa.schema([("id", pa.int64()), ("wording", pa.large_string()), ("tag", pa.large_string())])
+
+
+def annotation_discrepancies(cur: Cursor, ids: tuple[int, int] | None) -> dict[str, int]:
+    """Annotations missing, wrong, or present on a zero amount, over the ids ``ids`` (inclusive)."""
+    expected = annotation_case_sql("t.amount_cents")
+    row = cur.row(f"""SELECT
+            COUNT(*) FILTER (WHERE a.transaction_id IS NULL AND t.amount_cents != 0),
+            COUNT(*) FILTER (WHERE a.transaction_id IS NOT NULL AND t.amount_cents != 0
+                             AND a.annotation IS DISTINCT FROM ({expected})),
+            COUNT(*) FILTER (WHERE a.transaction_id IS NOT NULL AND t.amount_cents = 0),
+            COUNT(*)
+        FROM transactions t LEFT JOIN annotations a ON a.transaction_id = t.id
+        WHERE t.id BETWEEN $1 AND $2""", ids or _ALL_IDS) or (0, 0, 0, 0)
+    return {"missing": int(row[0] or 0), "wrong": int(row[1] or 0), "unexpected": int(row[2] or 0),
+            "checked": int(row[3] or 0)}
+
+
+def id_range(cur: Cursor) -> tuple[int, int] | None:
+    """The smallest and largest transaction id."""
+    low, high = cur.row("SELECT MIN(id), MAX(id) FROM transactions") or (None, None)
+    return None if low is None else (int(low), int(high))
+
+
+def iter_stored_tags(location: DatabaseLocation, ids: tuple[int, int] | None, chunk_rows: int) -> Iterator[pa.Table]:
+    """Every transaction's id and wording with its stored tag (null if untagged), by id (streamed)."""
+    with connect(location, bulk=True) as cur:
+        reader = cur.batches("SELECT t.id, t.wording, g.tag FROM transactions t "
+                             "LEFT JOIN tags g ON g.transaction_id = t.id WHERE t.id BETWEEN $1 AND $2 ORDER BY t.id",
+                             ids or _ALL_IDS)
+        yield from rechunk(iter(reader), _STORED_TAGS_SCHEMA, chunk_rows)
+
+
+def orphan_counts(cur: Cursor) -> dict[str, int]:
+    """Tags and annotations whose transaction does not exist (the foreign keys forbid them; this
+    verifies it, as SQLite's foreign-key check does)."""
+    return {table: int(cur.scalar(f"SELECT COUNT(*) FROM {table} x WHERE NOT EXISTS "
+                                  f"(SELECT 1 FROM transactions t WHERE t.id = x.transaction_id)"))
+            for table in ("tags", "annotations")}

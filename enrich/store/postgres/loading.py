@@ -1,0 +1,267 @@
+"""Loading a batch into PostgreSQL: COPY into temporary staging tables, duplicate pairing, one
+set-based upsert (changed rows updated, new rows inserted), quarantine, all in one transaction.
+
+The same steps and the same results as the SQLite loader (:mod:`enrich.store.sqlite.loading`):
+each parsed chunk is compared with the stored rows of its id range (read back as Arrow in
+this transaction) and only its new or different rows are staged (``adbc_ingest``: binary
+COPY); identical duplicates are loaded once, every line of an id repeated with different
+content is rejected with the same reason text; the upsert touches only new and changed rows
+(an ``UPDATE ... FROM`` staging ``WHERE`` changed, then an ``INSERT ... WHERE NOT EXISTS``: half
+the cost of ``INSERT ... ON CONFLICT`` for a million new rows, and the table is locked against
+other writers meanwhile); the control total is read
+back from the table. Memory stays bounded by the chunk size: nothing but the chunk at hand
+and the late ids (:class:`IdOrder`) is held.
+
+PostgreSQL's text cannot hold a NUL character: a row whose wording has one is rejected
+(with the reason :data:`NUL_REASON`) instead of stored.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from enrich.store.adbc import Cursor
+from enrich.store.idorder import IdOrder
+from enrich.store.interface import ParsedChunk
+from enrich.store.location import DatabaseLocation
+from enrich.store.postgres.connection import connect, transaction
+from enrich.store.postgres.enrichment import execute_count
+from enrich.store.postgres.lineage import run_key
+from enrich.store.postgres.schema import BULK_LOAD_SETTING
+from enrich.store.records import PENDING_KINDS, LoadStats
+
+logger = logging.getLogger(__name__)
+
+NUL_REASON = ("wording contains a NUL character, which a PostgreSQL database cannot store; "
+              "remove it from the file and load it again")
+
+_STAGING_SCHEMA = pa.schema([("line", pa.int64()), ("id", pa.int64()), ("amount_cents", pa.int64()),
+                             ("wording", pa.large_string())])
+_REJECTED_SCHEMA = pa.schema([("line", pa.int64()), ("raw", pa.large_string()),
+                              ("reason", pa.large_string())])
+_UNCHANGED_SCHEMA = pa.schema([("line", pa.int64()), ("id", pa.int64())])
+#: Staged rows beyond which the staging table's statistics are gathered before the set-based steps.
+_ANALYZE_ROWS = 10_000
+#: Rows written by a load beyond which the table's statistics are gathered again before it commits.
+_ANALYZE_TABLE_ROWS = 100_000
+
+
+def load_batch(location: DatabaseLocation, run_id: str, chunks: Iterable[ParsedChunk]) -> LoadStats:
+    """Load parsed CSV chunks as one batch, in one transaction (see :func:`enrich.store.sqlite.loading.load_batch`
+    for the contract: the results are the same). If reading fails midway, nothing is written."""
+    with connect(location, bulk=True) as bulk, transaction(bulk):
+        # one load at a time (readers go on); the new rows skip the per-statement search trigger:
+        # the index_wordings step indexes them in bulk (updates of indexed rows still go through it)
+        bulk.execute("LOCK TABLE transactions IN SHARE ROW EXCLUSIVE MODE")
+        bulk.execute(f"SET LOCAL {BULK_LOAD_SETTING} = 'on'")
+        _create_staging(bulk)
+        any_stored = bool(bulk.scalar("SELECT EXISTS (SELECT 1 FROM transactions)"))
+        rows_read, valid, in_file, order, same_cents, staged = 0, 0, 0, IdOrder(), 0, 0
+        for chunk in chunks:
+            rows_read += len(chunk.valid) + len(chunk.rejected)
+            rows, nul_rejected = _without_nul(chunk.valid)
+            valid += len(rows)
+            in_file += int(rows["amount_cents"].sum())
+            late = order.add(rows["id"].to_numpy())
+            same = _same_as_stored(bulk, rows, ~late) if any_stored else np.zeros(len(late), bool)
+            _stage_chunk(bulk, rows[~same], chunk.rejected, nul_rejected)
+            staged += int((~same).sum())
+            if same.any():
+                _record_unchanged(bulk, rows[same])
+                same_cents += int(rows["amount_cents"].to_numpy()[same].sum())
+        if staged >= _ANALYZE_ROWS:
+            bulk.execute("ANALYZE pg_temp.staging")
+        conflicts, dropped, dropped_cents, dropped_same_cents = _reject_conflicting_duplicates(bulk, order)
+        rows_loaded, in_file = valid - dropped, in_file - dropped_cents  # every id once now
+        key = run_key(bulk, run_id)
+        updated = execute_count(bulk, _update_changed_sql(key))  # first: the new rows are not there yet
+        new = execute_count(bulk, _insert_new_sql(key, in_id_order=order.nearly_sorted))
+        changed, existing = updated + new, rows_loaded - new
+        if changed >= _ANALYZE_TABLE_ROWS:  # the next steps' plans need the new rows counted (autovacuum
+            bulk.execute("ANALYZE transactions")  # would gather them later, after those steps began)
+        # what the database now holds for the batch's ids: the staged rows read back, plus the rows
+        # found identical to the stored ones (read in this transaction, which the upsert leaves alone)
+        # (a table empty before the batch holds only the batch's rows now: then it is summed whole,
+        # without the join)
+        stored = (int(bulk.scalar(_stored_total_sql(whole_table=not any_stored)) or 0)
+                  + same_cents - dropped_same_cents)
+        bulk.execute("DELETE FROM rejected_rows WHERE run_id = $1", (run_id,))
+        bulk.execute("INSERT INTO rejected_rows (run_id, line, raw, reason) "
+                     "SELECT $1, line, raw, reason FROM pg_temp.staging_rejected", (run_id,))
+        rejected = int(bulk.scalar("SELECT COUNT(*) FROM pg_temp.staging_rejected"))
+        for kind in PENDING_KINDS if changed else ():  # an unchanged batch leaves nothing to derive
+            bulk.execute("INSERT INTO pending_enrichment (run_id, kind) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                         (run_id, kind))
+    stats = LoadStats(rows_read=rows_read, rows_loaded=rows_loaded, rows_new=new,
+                      rows_updated=changed - new, rows_unchanged=existing - (changed - new),
+                      rows_rejected=rejected, rows_duplicate=rows_read - rows_loaded - rejected,
+                      cents_in_file=in_file or 0, cents_stored=stored or 0)
+    logger.info("loaded batch: %s (%d conflicting ids)", stats, conflicts)
+    return stats
+
+
+def _create_staging(bulk: Cursor) -> None:
+    # temporary, dropped at commit or rollback; no index: every step below is one set-based pass
+    for name, columns in (("staging", ("line BIGINT NOT NULL, id BIGINT NOT NULL, amount_cents BIGINT NOT NULL, "
+                                       "wording TEXT NOT NULL")),
+                          ("unchanged", "line BIGINT NOT NULL, id BIGINT NOT NULL"),
+                          ("staging_rejected", "line BIGINT NOT NULL, raw TEXT NOT NULL, reason TEXT NOT NULL")):
+        bulk.execute(f"DROP TABLE IF EXISTS pg_temp.{name}")
+        bulk.execute(f"CREATE TEMP TABLE {name} ({columns}) ON COMMIT DROP")
+
+
+def _without_nul(valid: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The chunk's rows whose wording PostgreSQL can store, and the others as rejected rows."""
+    if not len(valid):
+        return valid, valid.iloc[0:0]
+    wordings = pa.array(valid["wording"], from_pandas=True)
+    has_nul = pc.match_substring(wordings, "\x00").to_numpy(zero_copy_only=False)
+    if not has_nul.any():
+        return valid, valid.iloc[0:0]
+    bad = valid[has_nul]
+    rejected = pd.DataFrame({
+        "line": bad["line"].to_numpy(),
+        "raw": [_raw_line(int(i), int(c), str(w)) for i, c, w in
+                zip(bad["id"].to_numpy(), bad["amount_cents"].to_numpy(), bad["wording"])],
+        "reason": NUL_REASON})
+    return valid[~has_nul], rejected
+
+
+def _raw_line(row_id: int, cents: int, wording: str) -> str:
+    """A row as a CSV line (the NUL shown as ``\\x00``: PostgreSQL cannot store it, even quarantined)."""
+    amount = f"{'-' if cents < 0 else ''}{abs(cents) // 100}.{abs(cents) % 100:02d}"
+    return f'{row_id},{amount},"' + wording.replace('"', '""').replace("\x00", "\\x00") + '"'
+
+
+def _same_as_stored(bulk: Cursor, valid: pd.DataFrame, candidates: np.ndarray) -> np.ndarray:
+    """Which rows of a chunk are already stored exactly so (same id, amount and wording).
+
+    Only ``candidates`` are looked at: the rows whose id is larger than every id before it,
+    so in ascending order and seen for the first time. Their stored rows are read by id
+    range, in this (write) transaction, and compared with Arrow kernels. Sparse ids (a range
+    much wider than the rows) are not worth the read: then nothing is found the same.
+    """
+    same = np.zeros(len(valid), dtype=bool)
+    positions = np.flatnonzero(candidates)
+    if len(positions) == 0:
+        return same
+    ids = valid["id"].to_numpy()[positions]
+    low, high = int(ids[0]), int(ids[-1])  # ascending: candidates are
+    if high - low + 1 > 4 * len(ids) + 1024:
+        return same
+    stored = bulk.batches("SELECT id, amount_cents, wording FROM transactions WHERE id BETWEEN $1 AND $2 "
+                          "ORDER BY id", (low, high)).read_all()
+    if stored.num_rows == 0:
+        return same
+    stored_ids = stored.column("id").to_numpy()
+    at = np.minimum(np.searchsorted(stored_ids, ids), len(stored_ids) - 1)
+    found = stored_ids[at] == ids
+    take = pa.array(at[found])
+    mine = positions[found]
+    wordings = pa.array(valid["wording"], from_pandas=True)  # (no copy for an Arrow-backed column)
+    if isinstance(wordings, pa.ChunkedArray):
+        wordings = wordings.combine_chunks()
+    equal = ((stored.column("amount_cents").take(take).to_numpy() == valid["amount_cents"].to_numpy()[mine])
+             & pc.equal(stored.column("wording").take(take).combine_chunks().cast(pa.large_string()),
+                        wordings.take(pa.array(mine)).cast(pa.large_string())).to_numpy(zero_copy_only=False))
+    same[mine[equal]] = True
+    return same
+
+
+def _record_unchanged(bulk: Cursor, rows: pd.DataFrame) -> None:
+    """Keep the line and id of rows found identical to the stored ones (for pairing duplicates)."""
+    bulk.ingest("unchanged", pa.Table.from_pandas(rows[["line", "id"]], schema=_UNCHANGED_SCHEMA,
+                                                  preserve_index=False), temporary=True)
+
+
+def _stage_chunk(bulk: Cursor, valid: pd.DataFrame, rejected: pd.DataFrame, nul_rejected: pd.DataFrame) -> None:
+    if len(valid):
+        bulk.ingest("staging", pa.Table.from_pandas(valid[list(_STAGING_SCHEMA.names)], schema=_STAGING_SCHEMA,
+                                                    preserve_index=False), temporary=True)
+    for frame in (rejected, nul_rejected):
+        if len(frame):
+            table = pa.Table.from_pandas(frame[list(_REJECTED_SCHEMA.names)], schema=_REJECTED_SCHEMA,
+                                         preserve_index=False)
+            # a raw line may hold a NUL (PostgreSQL text cannot): shown as \x00
+            raw = pc.replace_substring(table.column("raw"), "\x00", "\\x00")
+            bulk.ingest("staging_rejected", table.set_column(1, "raw", raw), temporary=True)
+
+
+def _reject_conflicting_duplicates(bulk: Cursor, order: IdOrder) -> tuple[int, int, int, int]:
+    """Drop the repeated lines of identical duplicates; reject every line of a conflicting id (see the
+    SQLite loader: the same pairing, the same reason text). Returns the conflicting ids, the lines
+    dropped and the sum of their amounts, and the part of that sum from ``unchanged``."""
+    if not order.late_count:
+        return 0, 0, 0, 0  # ids strictly ascending: every id once, nothing to pair
+    if order.nearly_sorted:
+        bulk.execute("CREATE TEMP TABLE late_ids (id BIGINT PRIMARY KEY) ON COMMIT DROP")
+        bulk.ingest("late_ids", pa.table({"id": pa.array(order.late_ids(), pa.int64())}), temporary=True)
+        repeated = "SELECT id FROM pg_temp.late_ids"
+    else:
+        repeated = ("SELECT id FROM (SELECT id FROM pg_temp.staging UNION ALL SELECT id FROM pg_temp.unchanged) ids "
+                    "GROUP BY id HAVING COUNT(*) > 1")
+    bulk.execute(f"""CREATE TEMP TABLE dup_rows ON COMMIT DROP AS
+        SELECT line, id, amount_cents, wording, 0 AS unchanged FROM pg_temp.staging WHERE id IN ({repeated})
+        UNION ALL
+        SELECT u.line, u.id, t.amount_cents, t.wording, 1 FROM pg_temp.unchanged u
+        JOIN transactions t ON t.id = u.id WHERE u.id IN ({repeated})""")
+    bulk.execute("DELETE FROM pg_temp.dup_rows WHERE id IN "
+                 "(SELECT id FROM pg_temp.dup_rows GROUP BY id HAVING COUNT(*) = 1)")
+    if not bulk.scalar("SELECT COUNT(*) FROM pg_temp.dup_rows"):
+        return 0, 0, 0, 0
+    bulk.execute("""CREATE TEMP TABLE conflicts ON COMMIT DROP AS
+        SELECT id, string_agg(line::text, ', ' ORDER BY line) AS lines FROM pg_temp.dup_rows
+        WHERE id IN (SELECT id FROM (SELECT DISTINCT id, amount_cents, wording FROM pg_temp.dup_rows) variants
+                     GROUP BY id HAVING COUNT(*) > 1)
+        GROUP BY id""")
+    bulk.execute("""INSERT INTO pg_temp.staging_rejected (line, raw, reason)
+        SELECT d.line,
+               d.id || ',' || CASE WHEN d.amount_cents < 0 THEN '-' ELSE '' END
+                    || (abs(d.amount_cents) / 100)::text || '.' || lpad((abs(d.amount_cents) % 100)::text, 2, '0')
+                    || ',"' || replace(d.wording, '"', '""') || '"',
+               'conflicting duplicate id: id ' || d.id || ' appears with different content on lines '
+                    || c.lines || '; fix the file and load it again'
+        FROM pg_temp.dup_rows d JOIN pg_temp.conflicts c ON c.id = d.id""")
+    # every line of a conflicting id goes; of an identical duplicate, all but the first
+    bulk.execute("""CREATE TEMP TABLE dropped ON COMMIT DROP AS
+        SELECT line, amount_cents, unchanged FROM pg_temp.dup_rows
+        WHERE id IN (SELECT id FROM pg_temp.conflicts)
+           OR line NOT IN (SELECT MIN(line) FROM pg_temp.dup_rows GROUP BY id)""")
+    bulk.execute("DELETE FROM pg_temp.staging WHERE line IN (SELECT line FROM pg_temp.dropped WHERE unchanged = 0)")
+    bulk.execute("DELETE FROM pg_temp.unchanged WHERE line IN (SELECT line FROM pg_temp.dropped WHERE unchanged = 1)")
+    dropped, cents, unchanged_cents = bulk.row(
+        "SELECT COUNT(*), COALESCE(SUM(amount_cents), 0)::bigint, "
+        "COALESCE(SUM(amount_cents * unchanged), 0)::bigint FROM pg_temp.dropped") or (0, 0, 0)
+    return int(bulk.scalar("SELECT COUNT(*) FROM pg_temp.conflicts")), int(dropped), int(cents), int(unchanged_cents)
+
+
+def _update_changed_sql(key: int) -> str:
+    """The upsert's first half: the stored rows whose amount or wording the batch changes, and only
+    those, get the staged content and this run's key (``key``, a literal: the row count is reported)."""
+    return f"""UPDATE transactions t SET amount_cents = s.amount_cents, wording = s.wording,
+            last_changed_run = {int(key)}
+        FROM pg_temp.staging s
+        WHERE t.id = s.id AND (t.amount_cents != s.amount_cents OR t.wording != s.wording)"""
+
+
+def _insert_new_sql(key: int, in_id_order: bool = False) -> str:
+    """The upsert's second half: the staged rows whose id is not stored, inserted (a plain insert: the
+    table is locked against other writers, so the ids found absent stay absent)."""
+    # in id order, so that the primary-key b-tree is appended to rather than split at random
+    # (staging is in file order: already the id order, but for a few late ids, when nearly sorted)
+    order = "" if in_id_order else " ORDER BY s.id"
+    return f"""INSERT INTO transactions (id, amount_cents, wording, first_run, last_changed_run)
+        SELECT s.id, s.amount_cents, s.wording, {int(key)}, {int(key)} FROM pg_temp.staging s
+        WHERE NOT EXISTS (SELECT 1 FROM transactions t WHERE t.id = s.id){order}"""
+
+
+def _stored_total_sql(whole_table: bool = False) -> str:
+    # control total: what the database now holds for the batch's ids
+    if whole_table:
+        return "SELECT SUM(amount_cents)::bigint FROM transactions"
+    return "SELECT SUM(t.amount_cents)::bigint FROM pg_temp.staging s JOIN transactions t ON t.id = s.id"

@@ -48,7 +48,35 @@ def store(sqlite_store):
     return sqlite_store
 
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server for this session (this xdist worker), stopped at the end."""
+    from tests.support.postgres import SKIP_ENV, PostgresUnavailable, ThrowawayPostgres, find_bindir
+
+    if find_bindir() is None:
+        message = ("PostgreSQL is not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin): "
+                   "run `make test-deps` (CI does), or set ENRICH_SKIP_POSTGRES=1 to skip")
+        if os.environ.get(SKIP_ENV, "").strip() == "1":
+            pytest.skip(message)
+        pytest.fail(message, pytrace=False)
+    server = ThrowawayPostgres()
+    try:
+        server.start()
+    except PostgresUnavailable as error:
+        pytest.fail(f"the throwaway PostgreSQL did not start: {error}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """URL (with the password) of a new, empty database on the session's server."""
+    return postgres_server.create_database()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -58,8 +86,12 @@ def backend(request) -> str:
 
 
 @pytest.fixture
-def new_database(backend, tmp_path_factory):
+def new_database(backend, tmp_path_factory, request):
     """A factory of new, empty database locations on ``backend`` (a file path, or a URL)."""
+    if backend == "postgresql":
+        server = request.getfixturevalue("postgres_server")
+        return server.create_database
+
     def new() -> str:
         return str(tmp_path_factory.mktemp("db") / "database.db")
 

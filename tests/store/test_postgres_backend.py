@@ -199,12 +199,12 @@ def run_pipeline(database: str, csv: str, run_id: str, shards: int = 2) -> dict:
 
 @pytest.fixture(scope="module")
 def generated_csv(tmp_path_factory):
-    from enrich.generate import main as generate
+    from enrich.generate import write_csv
 
     folder = tmp_path_factory.mktemp("csv")
     first, second = folder / "first.csv", folder / "second.csv"
-    generate(["--rows", "3000", "--out", str(first), "--seed", "7", "--malformed", "20", "--duplicates", "5"])
-    generate(["--rows", "3500", "--out", str(second), "--seed", "8", "--malformed", "3", "--duplicates", "2"])
+    write_csv(first, rows=3000, seed=7, malformed=20, duplicates=5)
+    write_csv(second, rows=3500, seed=8, malformed=3, duplicates=2)
     return str(first), str(second)
 
 

@@ -7,8 +7,13 @@ from enrich.store import POSTGRESQL, Store
 
 def tamper(store: Store, *statements: str) -> None:
     """Run ``statements`` in one transaction on one connection of ``store``, foreign keys unchecked."""
-    if store.backend == POSTGRESQL:
-        store.rows("; ".join(["SET session_replication_role = replica", *statements]))
+    if store.backend == POSTGRESQL:  # (no foreign key is declared there: the integrity check verifies)
+        from enrich.store.postgres.connection import connect as pg_connect
+        from enrich.store.postgres.connection import transaction as pg_transaction
+
+        with pg_connect(store.location) as cur, pg_transaction(cur):
+            for statement in statements:
+                cur.execute(statement)
         return
     from enrich.store.sqlite.connection import connect, transaction
 

@@ -129,7 +129,8 @@ class PostgresStore:
     def transaction_amounts(self, runs: Sequence[str]) -> pa.Table:
         return enrichment.transaction_amounts(self._bulk(), runs)
 
-    def stage_tags(self, run_id: str, shard: int, tags: Iterable[pa.RecordBatch], ambiguous: pa.Table) -> int:
+    def stage_tags(self, run_id: str, shard: int, tags: Iterable[pa.RecordBatch],
+                   ambiguous: pa.Table | Callable[[], pa.Table]) -> int:
         return enrichment.stage_tags(self._bulk(), run_id, shard, tags, ambiguous)
 
     def publish_tags(self, run_id: str, covered_runs: Sequence[str] | None, state: Mapping[str, str],

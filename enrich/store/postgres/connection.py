@@ -53,9 +53,8 @@ def connect(location: DatabaseLocation, *, read_only: bool = False, lock_timeout
     except DriverError as exc:
         raise connection_error(location, exc) from exc
     try:
-        cursor = conn.cursor()
+        cur = Cursor(conn)
         try:
-            cur = Cursor(cursor)
             if read_only:
                 cur.execute("SET default_transaction_read_only = on")
             if lock_timeout_ms is not None:
@@ -66,7 +65,7 @@ def connect(location: DatabaseLocation, *, read_only: bool = False, lock_timeout
                 cur.execute(f"SET maintenance_work_mem = '{BULK_MAINTENANCE_WORK_MEM}'")
             yield cur
         finally:
-            _quietly_close(cursor)
+            _quietly_close(cur.cursor)
     except DriverError as exc:
         error = database_error(location, exc)
         if error is not None:  # a condition of the server or the connection; anything else is a bug

@@ -11,7 +11,7 @@ as SQLite's ``BEGIN IMMEDIATE`` does.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -109,7 +109,7 @@ def plain_table(table: pa.Table) -> pa.Table:
 
 # ..................................................................... tags: staged, then published
 def stage_tags(location: DatabaseLocation, run_id: str, shard: int, tags: Iterable[pa.RecordBatch],
-               ambiguous: pa.Table) -> int:
+               ambiguous: pa.Table | Callable[[], pa.Table]) -> int:
     """Stage one shard's tags and ambiguous wordings, replacing what it staged before (one transaction)."""
     staged, key = 0, 0
 
@@ -127,6 +127,8 @@ def stage_tags(location: DatabaseLocation, run_id: str, shard: int, tags: Iterab
         cur.execute("DELETE FROM staged_tags WHERE run = $1 AND shard = $2", (key, shard))
         cur.execute("DELETE FROM staged_ambiguous WHERE run_id = $1 AND shard = $2", (run_id, shard))
         cur.ingest("staged_tags", pa.RecordBatchReader.from_batches(_STAGED_TAGS_SCHEMA, batches()))
+        if callable(ambiguous):
+            ambiguous = ambiguous()
         if ambiguous.num_rows:
             count = ambiguous.num_rows
             cur.ingest("staged_ambiguous", pa.table({

@@ -18,9 +18,11 @@ used by the completeness check in :mod:`enrich.storage` derive from one source.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:  # the rules are data; pandas and numpy are needed only by the frame functions below
+    import numpy as np
+    import pandas as pd
 
 LARGE_SALE = "LARGE SALE"
 SALE = "SALE"
@@ -51,6 +53,9 @@ def annotate(amount_cents: pd.Series) -> pd.Series:
 
     Vectorized, never mutates its input, keeps the input's index.
     """
+    import numpy as np
+    import pandas as pd
+
     cents = amount_cents.to_numpy(dtype=np.int64)
     conditions = [_in_rule(cents, rule) for rule in RULES]
     labels = np.select(conditions, [rule.label for rule in RULES], default="")
@@ -59,6 +64,8 @@ def annotate(amount_cents: pd.Series) -> pd.Series:
 
 
 def _in_rule(cents: np.ndarray, rule: AnnotationRule) -> np.ndarray:
+    import numpy as np
+
     mask = np.ones(cents.shape, dtype=bool)
     if rule.low_cents is not None:
         mask &= cents >= rule.low_cents
@@ -73,6 +80,9 @@ def annotate_frame(transactions: pd.DataFrame) -> pd.DataFrame:
     Returns ``transaction_id, annotation`` for every non-zero amount (zero amounts
     get no row: they are counted by :func:`count_zero_amounts`).
     """
+    import numpy as np
+    import pandas as pd
+
     labels = annotate(transactions["amount_cents"])
     keep = labels.notna().to_numpy()
     return pd.DataFrame(

@@ -27,7 +27,7 @@ from enrich.store.interface import ParsedChunk
 from enrich.store.ledger import Ledger
 from enrich.store.location import POSTGRESQL, DatabaseLocation
 from enrich.store.postgres import backup as backups
-from enrich.store.postgres import checks, enrichment, loading, lock, schema, search
+from enrich.store.postgres import checks, enrichment, lock, schema, search
 from enrich.store.postgres.connection import DriverError, connect, missing_database, transaction
 from enrich.store.postgres.enrichment import plain_table
 from enrich.store.postgres.lock import DIALECT
@@ -104,6 +104,8 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ loading and enrichment
     def load_batch(self, run_id: str, chunks: Iterable[ParsedChunk]) -> LoadStats:
+        from enrich.store.postgres import loading  # (pandas: only the loading step pays for it)
+
         return loading.load_batch(self._bulk(), run_id, chunks)
 
     def pending_runs(self, kind: str) -> tuple[str, ...]:

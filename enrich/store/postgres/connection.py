@@ -21,17 +21,14 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import adbc_driver_manager
-import adbc_driver_postgresql.dbapi as adbc_pg
+import adbc_driver_postgresql
 
-from enrich.store.adbc import Cursor
+from enrich.store.adbc import Connection, Cursor, DriverError
 from enrich.store.errors import (AccessDenied, BadDatabaseLocation, ConnectionLost, ConstraintViolation, DatabaseBusy,
                                  DatabaseReadOnly, StorageError, StorageFull)
 from enrich.store.location import DatabaseLocation
 
 logger = logging.getLogger(__name__)
-
-DriverError = adbc_driver_manager.Error
 
 #: Work memory of a bulk connection (sorts, hashes and GIN builds of millions of rows stay in memory).
 BULK_WORK_MEM = "128MB"
@@ -49,7 +46,7 @@ def connect(location: DatabaseLocation, *, read_only: bool = False, lock_timeout
     :class:`DatabaseBusy`. ``bulk``: more memory for sorts and hashes.
     """
     try:
-        conn = adbc_pg.connect(location.target, autocommit=True)
+        conn = Connection(adbc_driver_postgresql.connect(location.target))
     except DriverError as exc:
         raise connection_error(location, exc) from exc
     try:
@@ -65,7 +62,7 @@ def connect(location: DatabaseLocation, *, read_only: bool = False, lock_timeout
                 cur.execute(f"SET maintenance_work_mem = '{BULK_MAINTENANCE_WORK_MEM}'")
             yield cur
         finally:
-            _quietly_close(cur.cursor)
+            _quietly_close(cur)
     except DriverError as exc:
         error = database_error(location, exc)
         if error is not None:  # a condition of the server or the connection; anything else is a bug

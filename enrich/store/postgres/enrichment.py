@@ -183,8 +183,7 @@ def _discard(cur: Cursor, run_id: str) -> None:
 def execute_count(cur: Cursor, dml: str) -> int:
     """Run one INSERT, UPDATE or DELETE without parameters (the driver reports the row count only
     then); the rows it wrote."""
-    cur.execute(dml)
-    count = cur.cursor.rowcount
+    count = cur.execute(dml)
     if count is None or count < 0:
         raise RuntimeError(f"the driver reported no row count for: {dml[:80]}")
     return int(count)

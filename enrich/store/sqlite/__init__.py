@@ -27,7 +27,7 @@ from enrich.store.queries import positional
 from enrich.store.records import (AlertRecord, CheckRecord, LoadStats, LockClaim, LockHolder, LockOutcome,
                                   PublishStats, StepAttempt)
 from enrich.store.sqlite import backup as backups
-from enrich.store.sqlite import checks, enrichment, loading, lock, schema, search
+from enrich.store.sqlite import checks, enrichment, lock, schema, search
 from enrich.store.sqlite.connection import DriverError, connect, read_only, transaction
 from enrich.store.sqlite.lock import DIALECT
 from enrich.store.sqlite.queries import CANNED_QUERIES
@@ -98,6 +98,8 @@ class SQLiteStore:
 
     # ------------------------------------------------------------------ loading and enrichment
     def load_batch(self, run_id: str, chunks: Iterable[ParsedChunk]) -> LoadStats:
+        from enrich.store.sqlite import loading  # (pandas: only the loading step pays for it)
+
         return loading.load_batch(self._bulk_path(), run_id, chunks)
 
     def pending_runs(self, kind: str) -> tuple[str, ...]:

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import adbc_driver_sqlite.dbapi as adbc_sqlite
+import adbc_driver_sqlite
 
-from enrich.store.adbc import Cursor, DriverError
+from enrich.store.adbc import Connection, Cursor, DriverError
 from enrich.store.errors import (CannotOpenDatabase, ConstraintViolation, DatabaseBusy, DatabaseDirectoryMissing,
                                  DatabaseMissing, DatabaseReadOnly, NotADatabase, StorageError, StorageFull)
 
@@ -45,7 +45,7 @@ def connect(path: Path, *, foreign_keys: bool = True, busy_timeout_ms: int = BUS
                                        "Create it or pass another --database.")
     new_file = not path.exists() or path.stat().st_size == 0
     try:
-        conn = adbc_sqlite.connect(str(path), autocommit=True)
+        conn = Connection(adbc_driver_sqlite.connect(str(path)))
     except DriverError as exc:
         raise database_error(path, exc) from exc
     try:
@@ -80,7 +80,7 @@ def read_only(path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS, *, query_only:
         raise DatabaseMissing(f"{path}: no such database file. Pass the path of an existing database "
                               "with --database.")
     try:
-        conn = adbc_sqlite.connect(f"{path.as_uri()}?mode=ro", autocommit=True)
+        conn = Connection(adbc_driver_sqlite.connect(f"{path.as_uri()}?mode=ro"))
     except DriverError as exc:
         raise database_error(path, exc) from exc
     try:

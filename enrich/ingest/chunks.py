@@ -1,0 +1,418 @@
+"""From a framed block to a :class:`ParsedChunk`: check each record against the contract.
+
+Fields are cut out of the block by pyarrow from offsets computed with numpy; ids and
+amounts are parsed by :mod:`enrich.ingest.numbers` straight from the block's bytes.
+UTF-8 is validated for the whole block at once, and record by record only where that
+fails.  Per-row Python only runs for rejected rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from enrich.ingest.contract import (
+    bad_amount_reason,
+    bad_id_reason,
+    invalid_utf8_reason,
+    wrong_field_count_reason,
+)
+from enrich.ingest.framing import BlockFraming, ByteScan, QuoteFraming
+from enrich.ingest.header import ColumnLayout
+from enrich.ingest.numbers import (
+    BoolArray,
+    IntArray,
+    PaddedBytes,
+    amounts_by_grammar,
+    canonical_amounts,
+    canonical_ids,
+    ids_by_grammar,
+    in_row_batches,
+    parse_amount_column,
+    parse_id_column,
+)
+from enrich.ingest.scanning import QUOTE
+
+__all__ = ["ParsedChunk", "build_chunk"]
+
+_ID, _AMOUNT, _WORDING = 0, 1, 2  # the required columns, in ColumnLayout.positions order
+
+
+@dataclass(frozen=True, eq=False)
+class ParsedChunk:
+    """The rows parsed from one block of the file.
+
+    ``valid`` has the columns ``line`` (int64), ``id`` (int64),
+    ``amount_cents`` (int64) and ``wording`` (pandas ``str``); ``rejected``
+    has ``line`` (int64), ``raw`` (``str``) and ``reason`` (``str``).  Both use
+    a RangeIndex and are sorted by line.  (``eq=False``: chunks compare and
+    hash by identity, since DataFrames cannot be compared with ``==``.)
+    """
+
+    valid: pd.DataFrame
+    rejected: pd.DataFrame
+
+    @property
+    def rows_read(self) -> int:
+        """Number of records in this chunk, valid or not (blank lines excluded)."""
+        return len(self.valid) + len(self.rejected)
+
+
+def valid_frame(line: IntArray, ids: IntArray, cents: IntArray, wording: pa.Array) -> pd.DataFrame:
+    """The ``valid`` frame of a chunk."""
+    words = wording.to_pandas()
+    return pd.DataFrame(
+        {
+            "line": np.asarray(line, dtype=np.int64),
+            "id": np.asarray(ids, dtype=np.int64),
+            "amount_cents": np.asarray(cents, dtype=np.int64),
+            "wording": words.array if isinstance(words, pd.Series) else words,
+        }
+    )
+
+
+def rejected_frame(line: list[int], raw: list[str], reason: list[str]) -> pd.DataFrame:
+    """The ``rejected`` frame of a chunk."""
+    return pd.DataFrame(
+        {
+            "line": np.asarray(line, dtype=np.int64),
+            "raw": pd.Series(raw, dtype="str").array,
+            "reason": pd.Series(reason, dtype="str").array,
+        }
+    )
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(slots=True)
+class _Records:
+    """Every record of a block: first those framed vectorized (sorted by position),
+    then those of the exact scanner (in file order).
+
+    ``field_starts``/``field_ends`` (per required column) are the positions of the
+    required fields, quotes included, of the vectorized records with the right
+    field count (in the same order).
+    """
+
+    starts: IntArray
+    ends: IntArray
+    field_counts: IntArray
+    lines: IntArray
+    n_vectorized: int
+    field_starts: list[IntArray]
+    field_ends: list[IntArray]
+
+
+def _vectorized_part(
+    framing: QuoteFraming, ranges: list[tuple[int, int]], layout: ColumnLayout
+) -> tuple[IntArray, ...]:
+    """(starts, ends, field counts, newlines before, then the required fields' starts and
+    ends for the records with the right count) of the non-blank records in ``ranges``."""
+    index = _ranges_to_indices(ranges)
+    starts, ends = framing.record_starts[index], framing.content_ends[index]
+    counts, newlines = framing.field_counts[index], framing.newlines_before[index]
+    first = framing.first_delimiter[index]
+    nonblank = ends > starts
+    if not nonblank.all():
+        starts, ends, counts = starts[nonblank], ends[nonblank], counts[nonblank]
+        newlines, first = newlines[nonblank], first[nonblank]
+    right_count = counts == layout.n_columns
+    if not right_count.all():
+        first, ok_starts, ok_ends = first[right_count], starts[right_count], ends[right_count]
+    else:
+        ok_starts, ok_ends = starts, ends
+    last = layout.n_columns - 1
+    delimiters = framing.delimiters
+    field_starts = [ok_starts if c == 0 else delimiters[first + (c - 1)] + 1
+                    for c in layout.positions]
+    field_ends = [ok_ends if c == last else delimiters[first + c] for c in layout.positions]
+    return (starts, ends, counts, newlines, *field_starts, *field_ends)
+
+
+def _ranges_to_indices(ranges: list[tuple[int, int]]) -> IntArray | slice:
+    """Concatenate ``arange(lo, hi)`` for all ranges, vectorized (a slice for one range)."""
+    if len(ranges) == 1:
+        return slice(ranges[0][0], ranges[0][1])
+    lo = np.fromiter((r[0] for r in ranges), dtype=np.int64, count=len(ranges))
+    hi = np.fromiter((r[1] for r in ranges), dtype=np.int64, count=len(ranges))
+    lengths = hi - lo
+    keep = lengths > 0
+    lo, lengths = lo[keep], lengths[keep]
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    offsets = np.cumsum(lengths) - lengths
+    return np.repeat(lo - offsets, lengths) + np.arange(total, dtype=np.int64)
+
+
+def _collect_records(
+    scan: ByteScan, framing: BlockFraming, first_line: int, layout: ColumnLayout
+) -> _Records:
+    """The block's records, vectorized ones (of both quote parities, merged) then scanned ones."""
+    parts = [
+        _vectorized_part(scan.framing(parity), ranges, layout)
+        for parity, ranges in framing.vectorized.items()
+        if ranges
+    ]
+    n_required = len(layout.positions)
+    columns = [np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, np.int64)
+               for i in range(4 + 2 * n_required)]
+    starts, ends, counts, newlines = columns[:4]
+    field_starts, field_ends = columns[4 : 4 + n_required], columns[4 + n_required :]
+    if len(parts) > 1:  # both parities: merge by position (rare: after a literal quote)
+        order = np.argsort(starts, kind="stable")
+        field_order = np.argsort(starts[counts == layout.n_columns], kind="stable")
+        starts, ends, counts, newlines = starts[order], ends[order], counts[order], newlines[order]
+        field_starts = [x[field_order] for x in field_starts]
+        field_ends = [x[field_order] for x in field_ends]
+    scanned_starts = np.asarray(framing.scanned_starts, np.int64)
+    scanned_counts = np.fromiter((len(f) for f in framing.scanned_fields), dtype=np.int64,
+                                 count=len(framing.scanned_fields))
+    scanned_lines = first_line + np.searchsorted(scan.newlines, scanned_starts)
+    return _Records(
+        starts=np.concatenate([starts, scanned_starts]),
+        ends=np.concatenate([ends, np.asarray(framing.scanned_ends, np.int64)]),
+        field_counts=np.concatenate([counts, scanned_counts]),
+        lines=np.concatenate([first_line + newlines, scanned_lines]),
+        n_vectorized=starts.size,
+        field_starts=field_starts,
+        field_ends=field_ends,
+    )
+
+
+def _invalid_utf8_records(scan: ByteScan, consumed: int, records: _Records) -> dict[int, str]:
+    """Records (index -> reason) whose text is not valid UTF-8.
+
+    The consumed part of the block is validated at once with pyarrow (records
+    are cut at ASCII bytes, so a valid block has only valid records); only if
+    that fails are the records holding non-ASCII bytes decoded one by one.
+    """
+    if consumed == 0 or records.starts.size == 0:
+        return {}
+    whole = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(),
+        1,
+        [None, pa.py_buffer(np.array([0, consumed], dtype=np.int64)), pa.py_buffer(scan.buf)],
+    )
+    try:
+        whole.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        pass
+    else:
+        return {}
+    high = np.flatnonzero(scan.bytes[:consumed] >= 0x80)
+    order = np.argsort(records.starts, kind="stable")
+    hit = np.unique(np.searchsorted(records.starts[order], high, side="right") - 1)
+    found: dict[int, str] = {}
+    for j in hit[hit >= 0].tolist():
+        i = int(order[j])
+        reason = invalid_utf8_reason(scan.buf[int(records.starts[i]) : int(records.ends[i])])
+        if reason is not None:
+            found[i] = reason
+    return found
+
+
+# --------------------------------------------------------------------------- field values
+
+
+def _gather(buffer: pa.Buffer, starts: IntArray, ends: IntArray) -> pa.Array:
+    """Binary array of ``buffer[starts[i]:ends[i]]``; slices must be increasing and disjoint."""
+    count = starts.size
+    if count == 0:
+        return pa.array([], pa.large_binary())
+    offsets = np.empty(2 * count, dtype=np.int64)
+    offsets[0::2] = starts
+    offsets[1::2] = ends
+    interleaved = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), 2 * count - 1, [None, pa.py_buffer(offsets), buffer]
+    )
+    return interleaved.take(pa.array(np.arange(0, 2 * count - 1, 2, dtype=np.int64)))
+
+
+@dataclass(slots=True)
+class _Candidates:
+    """Records with the right field count and valid UTF-8, whose values are checked.
+
+    The first ``n_vectorized`` were framed vectorized: their required fields are
+    positions in the block, quotes included (``field_starts``/``field_ends``, per
+    required column).  The others were scanned exactly: their required fields are
+    already unquoted (``scanned_values``, per required column).
+    """
+
+    scan: ByteScan
+    buffer: pa.Buffer
+    record_index: IntArray  # candidate -> index in _Records
+    field_starts: list[IntArray]
+    field_ends: list[IntArray]
+    scanned_values: list[pa.Array]
+
+    @property
+    def n_vectorized(self) -> int:
+        return self.field_starts[0].size
+
+    def unquoted_text(self, column: int, rows: IntArray) -> pa.Array:
+        """Text of a required column for vectorized candidates ``rows`` (sorted), unquoted."""
+        starts, ends = self.field_starts[column][rows], self.field_ends[column][rows]
+        scan = self.scan
+        if scan.quotes.size == 0 or starts.size == 0:
+            return _gather(self.buffer, starts, ends).view(pa.large_string())
+        quoted = (ends > starts) & (scan.bytes[np.minimum(starts, scan.size - 1)] == QUOTE)
+        if not quoted.any():
+            return _gather(self.buffer, starts, ends).view(pa.large_string())
+        starts, ends = starts + quoted, ends - quoted
+        text = _gather(self.buffer, starts, ends)
+        escaped = (np.searchsorted(scan.quotes, ends) - np.searchsorted(scan.quotes, starts)) > 0
+        if escaped.any():
+            mask = pa.array(escaped)
+            text = pc.replace_with_mask(text, mask, pc.replace_substring(text.filter(mask), b'""', b'"'))
+        return text.view(pa.large_string())
+
+    def texts(self, column: int, rows: IntArray) -> list[str]:
+        """Text of a required column for any candidates ``rows`` (sorted), as Python strings."""
+        vectorized = rows[rows < self.n_vectorized]
+        scanned = rows[rows >= self.n_vectorized] - self.n_vectorized
+        found: list[str] = self.unquoted_text(column, vectorized).to_pylist() if vectorized.size else []
+        if scanned.size:
+            found += self.scanned_values[column].take(pa.array(scanned)).to_pylist()
+        return found
+
+    def number_positions(self, column: int, padded: PaddedBytes) -> tuple[IntArray, IntArray]:
+        """Positions of a number column's vectorized fields, inside their quotes if quoted.
+
+        A quoted field of the vectorized framing is well formed, so it ends with a
+        quote; escaped quotes inside make the fast parsers fail over to the grammar,
+        which gets the properly unquoted text."""
+        starts, ends = self.field_starts[column], self.field_ends[column]
+        if self.scan.quotes.size:
+            quoted = (ends > starts) & (padded.chars(starts) == QUOTE)
+            if quoted.any():
+                return starts + quoted, ends - quoted
+        return starts, ends
+
+
+def _candidates(
+    scan: ByteScan, framing: BlockFraming, records: _Records, layout: ColumnLayout,
+    rejected_records: dict[int, str],
+) -> _Candidates:
+    """The records not rejected yet (right field count, valid UTF-8)."""
+    right_count = records.field_counts == layout.n_columns
+    vectorized = np.flatnonzero(right_count[: records.n_vectorized])
+    field_starts, field_ends = records.field_starts, records.field_ends
+    if rejected_records:
+        keep = np.isin(vectorized, np.fromiter(rejected_records, dtype=np.int64), invert=True)
+        vectorized = vectorized[keep]
+        field_starts = [x[keep] for x in field_starts]
+        field_ends = [x[keep] for x in field_ends]
+    scanned = [i for i in range(records.n_vectorized, records.starts.size)
+               if right_count[i] and i not in rejected_records]
+    scanned_values = [
+        pa.array([framing.scanned_fields[i - records.n_vectorized][column] for i in scanned],
+                 pa.large_binary()).view(pa.large_string())
+        for column in layout.positions
+    ]
+    return _Candidates(
+        scan=scan,
+        buffer=pa.py_buffer(scan.buf),
+        record_index=np.concatenate([vectorized, np.asarray(scanned, dtype=np.int64)]),
+        field_starts=field_starts,
+        field_ends=field_ends,
+        scanned_values=scanned_values,
+    )
+
+
+def _parse_numbers(candidates: _Candidates) -> tuple[IntArray, BoolArray, IntArray, BoolArray]:
+    """(ids, id ok, cents, amount ok) of every candidate."""
+    padded = PaddedBytes(candidates.scan.bytes)
+    found = []
+    for column, fast, by_grammar in ((_ID, canonical_ids, ids_by_grammar),
+                                     (_AMOUNT, canonical_amounts, amounts_by_grammar)):
+        values, ok = in_row_batches(fast, padded, *candidates.number_positions(column, padded))
+        if not ok.all():
+            redo = np.flatnonzero(~ok)
+            values[redo], ok[redo] = by_grammar(candidates.unquoted_text(column, redo))
+        found.append((values, ok))
+    (ids, id_ok), (cents, amount_ok) = found
+    if len(candidates.scanned_values[_ID]):
+        scanned_ids, scanned_id_ok = parse_id_column(candidates.scanned_values[_ID])
+        scanned_cents, scanned_amount_ok = parse_amount_column(candidates.scanned_values[_AMOUNT])
+        ids, id_ok = np.concatenate([ids, scanned_ids]), np.concatenate([id_ok, scanned_id_ok])
+        cents = np.concatenate([cents, scanned_cents])
+        amount_ok = np.concatenate([amount_ok, scanned_amount_ok])
+    return ids, id_ok, cents, amount_ok
+
+
+# --------------------------------------------------------------------------- the chunk
+
+
+@dataclass(slots=True)
+class _Rejections:
+    """Rejected records (index in _Records) and their reasons, in any order."""
+
+    record_index: list[int]
+    reasons: list[str]
+
+    def add(self, record_index: list[int], reasons: list[str]) -> None:
+        self.record_index.extend(record_index)
+        self.reasons.extend(reasons)
+
+    def frame(self, scan: ByteScan, framing: BlockFraming, records: _Records,
+              first_line: int) -> pd.DataFrame:
+        """The rejected frame: these records and the lines the exact scanner rejected, by line."""
+        lines = records.lines[self.record_index].tolist() if self.record_index else []
+        raw = [scan.buf[int(records.starts[i]) : int(records.ends[i])].decode("utf-8", "backslashreplace")
+               for i in self.record_index]
+        reasons = list(self.reasons)
+        if framing.error_starts:
+            error_lines = first_line + np.searchsorted(scan.newlines, np.asarray(framing.error_starts))
+            lines.extend(error_lines.tolist())
+            raw.extend(scan.buf[s:e].decode("utf-8", "backslashreplace")
+                       for s, e in zip(framing.error_starts, framing.error_ends, strict=True))
+            reasons.extend(framing.error_reasons)
+        order = sorted(range(len(lines)), key=lines.__getitem__)
+        return rejected_frame([lines[i] for i in order], [raw[i] for i in order],
+                              [reasons[i] for i in order])
+
+
+def _valid_rows(candidates: _Candidates, records: _Records, good: IntArray,
+                ids: IntArray, cents: IntArray) -> pd.DataFrame:
+    """The valid frame of candidates ``good`` (sorted), whose ids and cents are given."""
+    n_vectorized = candidates.n_vectorized
+    vectorized, scanned = good[good < n_vectorized], good[good >= n_vectorized] - n_vectorized
+    wordings = [candidates.unquoted_text(_WORDING, vectorized)]
+    if scanned.size:
+        wordings.append(candidates.scanned_values[_WORDING].take(pa.array(scanned)))
+    wording = wordings[0] if len(wordings) == 1 else pa.concat_arrays(wordings)
+    lines = records.lines[candidates.record_index[good]]
+    if vectorized.size and scanned.size:  # merge the two groups by line
+        order = np.argsort(lines, kind="stable")
+        lines, ids, cents, wording = lines[order], ids[order], cents[order], wording.take(pa.array(order))
+    return valid_frame(lines, ids, cents, wording)
+
+
+def build_chunk(
+    scan: ByteScan, framing: BlockFraming, first_line: int, layout: ColumnLayout
+) -> ParsedChunk:
+    """Check the records framed by :func:`enrich.ingest.framing.frame_block` and build the
+    chunk; ``first_line`` is the line number of the block's first byte."""
+    records = _collect_records(scan, framing, first_line, layout)
+    not_utf8 = _invalid_utf8_records(scan, framing.consumed, records)
+    rejections = _Rejections(list(not_utf8), list(not_utf8.values()))
+    wrong_count = [i for i in np.flatnonzero(records.field_counts != layout.n_columns).tolist()
+                   if i not in not_utf8]
+    rejections.add(wrong_count, [wrong_field_count_reason(layout.n_columns, int(records.field_counts[i]))
+                                 for i in wrong_count])
+    candidates = _candidates(scan, framing, records, layout, not_utf8)
+    ids, id_ok, cents, amount_ok = _parse_numbers(candidates)
+    row_ok = id_ok & amount_ok
+    bad = np.flatnonzero(~row_ok)
+    for column, rows, explain in ((_ID, bad[~id_ok[bad]], bad_id_reason),
+                                  (_AMOUNT, bad[id_ok[bad]], bad_amount_reason)):
+        rejections.add(candidates.record_index[rows].tolist(),
+                       [explain(text) for text in candidates.texts(column, rows)])
+    good = np.flatnonzero(row_ok)
+    valid = _valid_rows(candidates, records, good, ids[good], cents[good])
+    return ParsedChunk(valid, rejections.frame(scan, framing, records, first_line))

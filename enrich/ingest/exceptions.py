@@ -1,5 +1,12 @@
-"""Why a transactions file as a whole cannot be read (a bad row is rejected, not raised)."""
+"""Why a transactions file as a whole cannot be read (a bad *row* is rejected, not raised).
+
+Every class derives from :class:`enrich.errors.InputError` (the problem is the file)
+and :class:`enrich.errors.PermanentError` (reading the same file again fails the same
+way: a person must fix the file or the path, so the flow does not retry).
+"""
 from __future__ import annotations
+
+from enrich.errors import InputError, PermanentError
 
 __all__ = [
     "DuplicateColumnError",
@@ -10,8 +17,9 @@ __all__ = [
 ]
 
 
-class InputFileError(Exception):
-    """The input file as a whole cannot be ingested; nothing should be stored."""
+class InputFileError(InputError, PermanentError):
+    """The input file as a whole cannot be ingested (missing, unreadable, bad header...);
+    nothing should be stored.  The message names the file, the problem and the fix."""
 
 
 class EmptyFileError(InputFileError):
@@ -23,7 +31,7 @@ class MalformedHeaderError(InputFileError):
 
 
 class MissingColumnError(InputFileError):
-    """The header lacks one of the required columns."""
+    """The header lacks one of the required columns (``id``, ``amount``, ``wording``)."""
 
 
 class DuplicateColumnError(InputFileError):

@@ -49,9 +49,9 @@ class Loaded:
     tables: set[str]
 
 
-def load_file(path: Path, database: Path) -> Loaded:
+def load_file(path: Path, database: Path, dialect: ingest.CsvDialect | None = None) -> Loaded:
     """What the flow's ingest does: parse the file and load it as one batch."""
-    stats = storage.load_batch(database, RUN, ingest.read_chunks(path))
+    stats = storage.load_batch(database, RUN, ingest.read_chunks(path, dialect))
     conn = sqlite3.connect(database)
     try:
         stored = {i: (c, w) for i, c, w in conn.execute("SELECT id, amount_cents, wording FROM transactions")}
@@ -318,6 +318,24 @@ def test_corpus_end_to_end_into_storage(tmp_path, case):
     assert {line: reason.split(":", 1)[0] for line, reason in loaded.rejected.items()} == case.rejected
     assert loaded.stats.rows_duplicate == case.duplicates
     assert path.read_bytes() == case.content
+
+
+def test_a_french_bank_export_is_stored_with_exact_cents(tmp_path):
+    """Windows-1252, ';' separators, decimal commas, a BOM-less CRLF export: read with its
+    dialect, every amount is stored as the exact integer cents it says."""
+    content = (
+        "id;amount;wording\r\n1;-12,50;CB CARREFOUR ÉPINAL\r\n2;1500,00;\"VIR; LOYER\"\r\n"
+        "3;0,01;Intérêts\r\n4;-999999999999999,99;PRÊT €\r\n5;12,345;trop de décimales\r\n"
+    ).encode("cp1252") + b"6;7,10;\x81\r\n"  # 0x81 is no Windows-1252 character
+    path, database = tmp_path / "releve.csv", tmp_path / "bank.db"
+    path.write_bytes(content)
+    loaded = load_file(path, database, ingest.CsvDialect(encoding="cp1252", delimiter=";", decimal_comma=True))
+    assert_accounted(loaded)
+    assert loaded.stored == {1: (-1250, "CB CARREFOUR ÉPINAL"), 2: (150000, "VIR; LOYER"), 3: (1, "Intérêts"),
+                             4: (-99999999999999999, "PRÊT €")}
+    assert {line: reason.split(":", 1)[0] for line, reason in loaded.rejected.items()} == {
+        6: "bad amount", 7: "undecodable bytes"}
+    assert loaded.stats.cents_stored == -1250 + 150000 + 1 - 99999999999999999
 
 
 def test_formula_wordings_are_stored_verbatim_and_escaped_in_exported_csv(tmp_path):

@@ -91,23 +91,29 @@ from enrich.ingest.contract import (
     REASON_MALFORMED_QUOTING,
     REASON_RECORD_TOO_LONG,
     REASON_UNCLOSED_QUOTE,
+    REASON_UNDECODABLE,
     REASON_WRONG_FIELD_COUNT,
+    REQUIRED_COLUMNS,
     TOO_LONG_RAW_PREVIEW_BYTES,
 )
+from enrich.ingest.dialect import CsvDialect
 from enrich.ingest.exceptions import (
+    DialectError,
     DuplicateColumnError,
     EmptyFileError,
     InputFileError,
     MalformedHeaderError,
     MissingColumnError,
 )
-from enrich.ingest.header import REQUIRED_COLUMNS, read_header
+from enrich.ingest.header import read_header
 from enrich.ingest.numbers import parse_amounts, parse_ids
-from enrich.ingest.reading import PREFETCH_CHUNKS, checked_reader, iter_chunks, open_input, prefetch
+from enrich.ingest.reading import PREFETCH_CHUNKS, input_reader, iter_chunks, open_input, prefetch
 
 __all__ = [
+    "CsvDialect",
     "DEFAULT_CHUNK_BYTES",
     "DEFAULT_MAX_RECORD_BYTES",
+    "DialectError",
     "DuplicateColumnError",
     "EmptyFileError",
     "InputFileError",
@@ -123,6 +129,7 @@ __all__ = [
     "REASON_MALFORMED_QUOTING",
     "REASON_RECORD_TOO_LONG",
     "REASON_UNCLOSED_QUOTE",
+    "REASON_UNDECODABLE",
     "REASON_WRONG_FIELD_COUNT",
     "REQUIRED_COLUMNS",
     "TOO_LONG_RAW_PREVIEW_BYTES",
@@ -139,25 +146,33 @@ _HEADER_PROBE_BYTES: int = 64 * 1024
 
 def read_chunks(
     path: str | os.PathLike[str],
+    dialect: CsvDialect | None = None,
+    *,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> Iterator[ParsedChunk]:
     """Stream the file in chunks of about ``chunk_bytes``; memory is bounded by the
     chunk size and ``max_record_bytes``, not by the file size.
 
-    File-level problems raise :class:`InputFileError` (or a subclass such as
-    :class:`MissingColumnError`): the path and the header are checked by this
-    call itself, before it returns the iterator, so nothing is ever yielded
-    for a file with a bad header.  Chunks without any record are not yielded.
-    While the caller handles a chunk, the next ones are framed and validated in
-    background threads (numpy and pyarrow release the GIL), at most
-    :data:`PREFETCH_CHUNKS` framed chunks ahead.
+    ``dialect`` says how the file is written (encoding, delimiter, decimal comma);
+    None is the contract's default, ``CsvDialect()``.  File-level problems raise
+    :class:`InputFileError` (or a subclass such as :class:`MissingColumnError`): the
+    path and the header are checked by this call itself, before it returns the
+    iterator, so nothing is ever yielded for a file with a bad header.  Chunks
+    without any record are not yielded.  While the caller handles a chunk, the next
+    ones are framed and validated in background threads (numpy and pyarrow release
+    the GIL), at most :data:`PREFETCH_CHUNKS` framed chunks ahead.
     """
+    if dialect is None:
+        dialect = CsvDialect()
+    elif not isinstance(dialect, CsvDialect):
+        raise TypeError(f"dialect must be a CsvDialect, got {dialect!r}")
     if chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be at least 1, got {chunk_bytes}")
     if max_record_bytes < 1:
         raise ValueError(f"max_record_bytes must be at least 1, got {max_record_bytes}")
     name = os.fsdecode(os.fspath(path))
     with open_input(name) as stream:
-        read_header(name, checked_reader(name, stream), _HEADER_PROBE_BYTES, max_record_bytes)
-    return prefetch(iter_chunks(name, chunk_bytes, max_record_bytes), PREFETCH_CHUNKS)
+        read_header(name, input_reader(name, stream, dialect), _HEADER_PROBE_BYTES, max_record_bytes,
+                    dialect)
+    return prefetch(iter_chunks(name, dialect, chunk_bytes, max_record_bytes), PREFETCH_CHUNKS)

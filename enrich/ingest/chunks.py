@@ -7,6 +7,7 @@ fails.  Per-row Python only runs for rejected rows.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,16 +19,17 @@ from enrich.ingest.contract import (
     bad_amount_reason,
     bad_id_reason,
     invalid_utf8_reason,
+    undecodable_reason,
     wrong_field_count_reason,
 )
+from enrich.ingest.dialect import CsvDialect
 from enrich.ingest.framing import BlockFraming, ByteScan, QuoteFraming
 from enrich.ingest.header import ColumnLayout
 from enrich.ingest.numbers import (
     BoolArray,
     IntArray,
     PaddedBytes,
-    amounts_by_grammar,
-    canonical_amounts,
+    amount_parsers,
     canonical_ids,
     ids_by_grammar,
     in_row_batches,
@@ -35,6 +37,7 @@ from enrich.ingest.numbers import (
     parse_id_column,
 )
 from enrich.ingest.scanning import QUOTE
+from enrich.ingest.transcoding import first_undecodable, raw_text
 
 __all__ = ["ParsedChunk", "build_chunk"]
 
@@ -184,8 +187,10 @@ def _collect_records(
     )
 
 
-def _invalid_utf8_records(scan: ByteScan, consumed: int, records: _Records) -> dict[int, str]:
-    """Records (index -> reason) whose text is not valid UTF-8.
+def _invalid_utf8_records(
+    scan: ByteScan, consumed: int, records: _Records, record_problem: Callable[[bytes], str | None]
+) -> dict[int, str]:
+    """Records (index -> reason) whose text is not valid UTF-8 (``record_problem`` says why).
 
     The consumed part of the block is validated at once with pyarrow (records
     are cut at ASCII bytes, so a valid block has only valid records); only if
@@ -210,7 +215,7 @@ def _invalid_utf8_records(scan: ByteScan, consumed: int, records: _Records) -> d
     found: dict[int, str] = {}
     for j in hit[hit >= 0].tolist():
         i = int(order[j])
-        reason = invalid_utf8_reason(scan.buf[int(records.starts[i]) : int(records.ends[i])])
+        reason = record_problem(scan.buf[int(records.starts[i]) : int(records.ends[i])])
         if reason is not None:
             found[i] = reason
     return found
@@ -324,12 +329,14 @@ def _candidates(
     )
 
 
-def _parse_numbers(candidates: _Candidates) -> tuple[IntArray, BoolArray, IntArray, BoolArray]:
+def _parse_numbers(
+    candidates: _Candidates, decimal_comma: bool
+) -> tuple[IntArray, BoolArray, IntArray, BoolArray]:
     """(ids, id ok, cents, amount ok) of every candidate."""
     padded = PaddedBytes(candidates.scan.bytes)
     found = []
-    for column, fast, by_grammar in ((_ID, canonical_ids, ids_by_grammar),
-                                     (_AMOUNT, canonical_amounts, amounts_by_grammar)):
+    for column, (fast, by_grammar) in ((_ID, (canonical_ids, ids_by_grammar)),
+                                       (_AMOUNT, amount_parsers(decimal_comma))):
         values, ok = in_row_batches(fast, padded, *candidates.number_positions(column, padded))
         if not ok.all():
             redo = np.flatnonzero(~ok)
@@ -338,7 +345,9 @@ def _parse_numbers(candidates: _Candidates) -> tuple[IntArray, BoolArray, IntArr
     (ids, id_ok), (cents, amount_ok) = found
     if len(candidates.scanned_values[_ID]):
         scanned_ids, scanned_id_ok = parse_id_column(candidates.scanned_values[_ID])
-        scanned_cents, scanned_amount_ok = parse_amount_column(candidates.scanned_values[_AMOUNT])
+        scanned_cents, scanned_amount_ok = parse_amount_column(
+            candidates.scanned_values[_AMOUNT], decimal_comma
+        )
         ids, id_ok = np.concatenate([ids, scanned_ids]), np.concatenate([id_ok, scanned_id_ok])
         cents = np.concatenate([cents, scanned_cents])
         amount_ok = np.concatenate([amount_ok, scanned_amount_ok])
@@ -360,16 +369,16 @@ class _Rejections:
         self.reasons.extend(reasons)
 
     def frame(self, scan: ByteScan, framing: BlockFraming, records: _Records,
-              first_line: int) -> pd.DataFrame:
+              first_line: int, transcoded: bool) -> pd.DataFrame:
         """The rejected frame: these records and the lines the exact scanner rejected, by line."""
         lines = records.lines[self.record_index].tolist() if self.record_index else []
-        raw = [scan.buf[int(records.starts[i]) : int(records.ends[i])].decode("utf-8", "backslashreplace")
+        raw = [raw_text(scan.buf[int(records.starts[i]) : int(records.ends[i])], transcoded)
                for i in self.record_index]
         reasons = list(self.reasons)
         if framing.error_starts:
             error_lines = first_line + np.searchsorted(scan.newlines, np.asarray(framing.error_starts))
             lines.extend(error_lines.tolist())
-            raw.extend(scan.buf[s:e].decode("utf-8", "backslashreplace")
+            raw.extend(raw_text(scan.buf[s:e], transcoded)
                        for s, e in zip(framing.error_starts, framing.error_ends, strict=True))
             reasons.extend(framing.error_reasons)
         order = sorted(range(len(lines)), key=lines.__getitem__)
@@ -393,26 +402,43 @@ def _valid_rows(candidates: _Candidates, records: _Records, good: IntArray,
     return valid_frame(lines, ids, cents, wording)
 
 
+def _record_problem(dialect: CsvDialect) -> Callable[[bytes], str | None]:
+    """Why a record's bytes are not valid text in the dialect's encoding (None if they are)."""
+    if not dialect.transcoded:
+        return invalid_utf8_reason
+
+    def undecodable(record: bytes) -> str | None:
+        found = first_undecodable(record)
+        return None if found is None else undecodable_reason(*found, dialect.encoding)
+
+    return undecodable
+
+
 def build_chunk(
-    scan: ByteScan, framing: BlockFraming, first_line: int, layout: ColumnLayout
+    scan: ByteScan, framing: BlockFraming, first_line: int, layout: ColumnLayout,
+    dialect: CsvDialect,
 ) -> ParsedChunk:
     """Check the records framed by :func:`enrich.ingest.framing.frame_block` and build the
     chunk; ``first_line`` is the line number of the block's first byte."""
     records = _collect_records(scan, framing, first_line, layout)
-    not_utf8 = _invalid_utf8_records(scan, framing.consumed, records)
-    rejections = _Rejections(list(not_utf8), list(not_utf8.values()))
+    not_text = _invalid_utf8_records(scan, framing.consumed, records, _record_problem(dialect))
+    rejections = _Rejections(list(not_text), list(not_text.values()))
     wrong_count = [i for i in np.flatnonzero(records.field_counts != layout.n_columns).tolist()
-                   if i not in not_utf8]
+                   if i not in not_text]
     rejections.add(wrong_count, [wrong_field_count_reason(layout.n_columns, int(records.field_counts[i]))
                                  for i in wrong_count])
-    candidates = _candidates(scan, framing, records, layout, not_utf8)
-    ids, id_ok, cents, amount_ok = _parse_numbers(candidates)
+    candidates = _candidates(scan, framing, records, layout, not_text)
+    ids, id_ok, cents, amount_ok = _parse_numbers(candidates, dialect.decimal_comma)
     row_ok = id_ok & amount_ok
     bad = np.flatnonzero(~row_ok)
-    for column, rows, explain in ((_ID, bad[~id_ok[bad]], bad_id_reason),
-                                  (_AMOUNT, bad[id_ok[bad]], bad_amount_reason)):
-        rejections.add(candidates.record_index[rows].tolist(),
-                       [explain(text) for text in candidates.texts(column, rows)])
+    bad_amount_rows = bad[id_ok[bad]]
+    bad_amounts = candidates.texts(_AMOUNT, bad_amount_rows)
+    rejections.add(candidates.record_index[bad_amount_rows].tolist(),
+                   [bad_amount_reason(text, dialect.decimal_comma) for text in bad_amounts])
+    bad_id_rows = bad[~id_ok[bad]]
+    rejections.add(candidates.record_index[bad_id_rows].tolist(),
+                   [bad_id_reason(text) for text in candidates.texts(_ID, bad_id_rows)])
     good = np.flatnonzero(row_ok)
     valid = _valid_rows(candidates, records, good, ids[good], cents[good])
-    return ParsedChunk(valid, rejections.frame(scan, framing, records, first_line))
+    rejected = rejections.frame(scan, framing, records, first_line, dialect.transcoded)
+    return ParsedChunk(valid, rejected)

@@ -1,5 +1,7 @@
 """The input contract's value rules and rejection reasons (no CSV mechanics here).
 
+The header must name the :data:`REQUIRED_COLUMNS` (see :mod:`enrich.ingest.header`).
+
 ``id``
     A positive integer: ASCII digits only (leading zeros allowed), optional
     surrounding spaces/tabs, from 1 to :data:`MAX_ID`.
@@ -10,7 +12,9 @@
     no thousands separator, no exponent, optional surrounding spaces/tabs.  It
     must be exact in cents (``300.000`` is accepted, ``300.001`` is not) and
     have at most :data:`MAX_AMOUNT_INTEGER_DIGITS` integer digits once leading
-    zeros are dropped.  It is returned as integer cents (int64).
+    zeros are dropped.  It is returned as integer cents (int64).  With the
+    ``decimal_comma`` option the decimal mark is ``,`` instead (``-12,50``), and
+    only then.
 
 ``wording``
     Any text, possibly empty, kept verbatim (only RFC 4180 unquoting is
@@ -19,7 +23,8 @@
 A record that breaks the contract is rejected with a reason ``"<prefix>: <detail>"``,
 the prefix being one of the ``REASON_*`` constants.  Checks run in this order:
 quoting and size (:data:`REASON_UNCLOSED_QUOTE`, :data:`REASON_MALFORMED_QUOTING`,
-:data:`REASON_RECORD_TOO_LONG`), then :data:`REASON_INVALID_UTF8`, then
+:data:`REASON_RECORD_TOO_LONG`), then :data:`REASON_INVALID_UTF8` (or, for a file read
+in another encoding, :data:`REASON_UNDECODABLE`), then
 :data:`REASON_WRONG_FIELD_COUNT`, then :data:`REASON_BAD_ID`, then
 :data:`REASON_BAD_AMOUNT`.
 
@@ -43,16 +48,22 @@ __all__ = [
     "REASON_MALFORMED_QUOTING",
     "REASON_RECORD_TOO_LONG",
     "REASON_UNCLOSED_QUOTE",
+    "REASON_UNDECODABLE",
     "REASON_WRONG_FIELD_COUNT",
+    "REQUIRED_COLUMNS",
     "TOO_LONG_RAW_PREVIEW_BYTES",
     "amount_cents",
+    "amount_grammar",
     "bad_amount_reason",
     "bad_id_reason",
     "id_value",
     "invalid_utf8_reason",
+    "undecodable_reason",
     "wrong_field_count_reason",
 ]
 
+#: The columns the header must name (in any order, case-insensitively).
+REQUIRED_COLUMNS: tuple[str, ...] = ("id", "amount", "wording")
 MAX_ID: Final[int] = 9223372036854775807
 MAX_AMOUNT_INTEGER_DIGITS: Final[int] = 15
 #: Raw text kept for a ``record too long`` rejection (the record may be huge).
@@ -66,15 +77,27 @@ REASON_BAD_AMOUNT: Final[str] = "bad amount"
 REASON_UNCLOSED_QUOTE: Final[str] = "unclosed quote"
 REASON_MALFORMED_QUOTING: Final[str] = "malformed quoting"
 REASON_RECORD_TOO_LONG: Final[str] = "record too long"
+#: Bytes not valid in the encoding given for a file that is not UTF-8.
+REASON_UNDECODABLE: Final[str] = "undecodable bytes"
 
 #: The id grammar, as a regular expression (RE2 and Python) with a ``digits`` group.
 ID_GRAMMAR: Final[str] = r"^[ \t]*(?P<digits>[0-9]+)[ \t]*$"
-#: The amount grammar, with ``sign``, ``int`` and ``frac`` groups.
-AMOUNT_GRAMMAR: Final[str] = r"^[ \t]*(?P<sign>[+-]?)(?P<int>[0-9]*)(?:\.(?P<frac>[0-9]*))?[ \t]*$"
+
+
+def amount_grammar(decimal_comma: bool = False) -> str:
+    """The amount grammar, as a regular expression with ``sign``, ``int`` and ``frac`` groups."""
+    mark = "," if decimal_comma else "."
+    return rf"^[ \t]*(?P<sign>[+-]?)(?P<int>[0-9]*)(?:[{mark}](?P<frac>[0-9]*))?[ \t]*$"
+
+
+#: The amount grammar of the contract's default (decimal point).
+AMOUNT_GRAMMAR: Final[str] = amount_grammar()
 
 # Python twins of the grammars ("$" would accept a final "\n").
 _ID_RE: Final[re.Pattern[str]] = re.compile(ID_GRAMMAR.replace("$", r"\Z"))
-_AMOUNT_RE: Final[re.Pattern[str]] = re.compile(AMOUNT_GRAMMAR.replace("$", r"\Z"))
+_AMOUNT_RE: Final[dict[bool, re.Pattern[str]]] = {
+    comma: re.compile(amount_grammar(comma).replace("$", r"\Z")) for comma in (False, True)
+}
 
 
 def id_value(text: str) -> int | None:
@@ -86,9 +109,10 @@ def id_value(text: str) -> int | None:
     return value if 1 <= value <= MAX_ID else None
 
 
-def amount_cents(text: str) -> int | None:
-    """The amount written ``text`` in integer cents, or None if it breaks the ``amount`` rule."""
-    match = _AMOUNT_RE.match(text)
+def amount_cents(text: str, decimal_comma: bool = False) -> int | None:
+    """The amount written ``text`` in integer cents, or None if it breaks the ``amount`` rule
+    (with ``decimal_comma``, the decimal mark is ``,``)."""
+    match = _AMOUNT_RE[decimal_comma].match(text)
     if match is None:
         return None
     integer, fraction = match.group("int"), match.group("frac") or ""
@@ -114,11 +138,12 @@ def bad_id_reason(text: str) -> str:
     return f"{REASON_BAD_ID}: {_shown(text)} is out of range (at most {MAX_ID})"
 
 
-def bad_amount_reason(text: str) -> str:
+def bad_amount_reason(text: str, decimal_comma: bool = False) -> str:
     """The rejection reason for an amount text that breaks the rule (see :func:`amount_cents`)."""
-    match = _AMOUNT_RE.match(text)
+    match = _AMOUNT_RE[decimal_comma].match(text)
     if match is None or not (match.group("int") or match.group("frac")):
-        return f"{REASON_BAD_AMOUNT}: {_shown(text)} is not a plain decimal number like -12.34"
+        example = "-12,34" if decimal_comma else "-12.34"
+        return f"{REASON_BAD_AMOUNT}: {_shown(text)} is not a plain decimal number like {example}"
     if len(match.group("int").lstrip("0")) > MAX_AMOUNT_INTEGER_DIGITS:
         return (
             f"{REASON_BAD_AMOUNT}: {_shown(text)} is out of range "
@@ -142,3 +167,12 @@ def invalid_utf8_reason(record: bytes) -> str | None:
             "of the record"
         )
     return None
+
+
+def undecodable_reason(byte: int, offset: int, encoding: str) -> str:
+    """The rejection reason for a record holding ``byte``, not valid in ``encoding``, at
+    character ``offset`` of the record (as decoded)."""
+    return (
+        f"{REASON_UNDECODABLE}: byte 0x{byte:02x} at character {offset} of the record "
+        f"is not valid {encoding}"
+    )

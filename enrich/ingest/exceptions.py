@@ -1,14 +1,17 @@
 """Why a transactions file as a whole cannot be read (a bad *row* is rejected, not raised).
 
-Every class derives from :class:`enrich.errors.InputError` (the problem is the file)
-and :class:`enrich.errors.PermanentError` (reading the same file again fails the same
-way: a person must fix the file or the path, so the flow does not retry).
+:class:`InputFileError` and its subclasses derive from :class:`enrich.errors.InputError`
+(the problem is the file) and :class:`enrich.errors.PermanentError` (reading the same
+file again fails the same way: a person must fix the file or the path, so the flow does
+not retry).  :class:`DialectError` is a :class:`enrich.errors.ConfigurationError`: the
+options given to read the file are wrong, whatever the file; permanent too.
 """
 from __future__ import annotations
 
-from enrich.errors import InputError, PermanentError
+from enrich.errors import ConfigurationError, InputError, PermanentError
 
 __all__ = [
+    "DialectError",
     "DuplicateColumnError",
     "EmptyFileError",
     "InputFileError",
@@ -36,3 +39,8 @@ class MissingColumnError(InputFileError):
 
 class DuplicateColumnError(InputFileError):
     """The header names one of the required columns more than once."""
+
+
+class DialectError(ConfigurationError, PermanentError):
+    """The dialect options (encoding, delimiter, decimal comma) are invalid or contradict
+    each other; the message says which and what to pass instead."""

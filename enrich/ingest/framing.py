@@ -1,7 +1,8 @@
 """Vectorized framing: which bytes of a block are records and fields.
 
-On each block numpy finds the quote, comma and newline bytes.  The parity of the
-number of quotes before a comma or newline says whether it is inside a quoted
+On each block numpy finds the quote, delimiter (comma unless the dialect says
+otherwise) and newline bytes.  The parity of the number of quotes before a
+delimiter or newline says whether it is inside a quoted
 field (RFC 4180 escaped quotes ``""`` keep the parity right).  That only holds
 when quotes are well placed, which is checked vectorized too: an opening quote
 must start a field and a closing quote must end one (or be doubled).  The record
@@ -41,13 +42,14 @@ class ByteScan:
     maybe the start of one more (all of the rest of the file when ``final``).
     """
 
-    def __init__(self, buf: bytes, final: bool, max_record_bytes: int) -> None:
+    def __init__(self, buf: bytes, final: bool, max_record_bytes: int, delimiter: int = COMMA) -> None:
         self.buf = buf
         self.size = len(buf)
         self.final = final
         self.max_record_bytes = max_record_bytes
+        self.delimiter = delimiter
         self.bytes: ByteArray = np.frombuffer(buf, dtype=np.uint8)
-        #: positions of the commas and newlines, whether each is a newline
+        #: positions of the delimiters and newlines, whether each is a newline
         self.delimiters: IntArray
         self.delimiter_is_newline: BoolArray
         #: for each delimiter, the parity of the number of quotes before it
@@ -68,14 +70,14 @@ class ByteScan:
         for lo in range(0, self.size, SCAN_SLICE):
             piece = self.bytes[lo : lo + SCAN_SLICE]
             newline = piece == NEWLINE
-            found = np.flatnonzero(newline | (piece == COMMA))
+            found = np.flatnonzero(newline | (piece == self.delimiter))
             is_newline.append(newline[found])
             positions.append(found + lo)
         self.delimiters = np.concatenate(positions)
         self.delimiter_is_newline = np.concatenate(is_newline)
 
     def _find_delimiters_and_quotes(self) -> None:
-        slices = [_QuoteSlice.scan(self.bytes, lo, self.size)
+        slices = [_QuoteSlice.scan(self.bytes, lo, self.size, self.delimiter)
                   for lo in range(0, self.size, SCAN_SLICE)]
         quotes_before = np.cumsum([0] + [s.quotes.size for s in slices])
         self.delimiters = np.concatenate([_NO_INTS] + [s.delimiters for s in slices])
@@ -107,10 +109,10 @@ class _QuoteSlice:
     can_close: BoolArray
 
     @classmethod
-    def scan(cls, data: ByteArray, lo: int, size: int) -> _QuoteSlice:
+    def scan(cls, data: ByteArray, lo: int, size: int, delimiter: int) -> _QuoteSlice:
         hi = min(lo + SCAN_SLICE, size)
         piece = data[lo:hi]
-        found = np.flatnonzero((piece == NEWLINE) | (piece == COMMA) | (piece == QUOTE))
+        found = np.flatnonzero((piece == NEWLINE) | (piece == delimiter) | (piece == QUOTE))
         chars = piece[found]
         is_quote = chars == QUOTE
         is_delimiter = ~is_quote
@@ -123,9 +125,9 @@ class _QuoteSlice:
         before = window[np.maximum(rel - 1, 0)]
         after = window[np.minimum(rel + 1, last)]
         after2 = window[np.minimum(rel + 2, last)]
-        can_open = (quotes == 0) | (before == COMMA) | (before == NEWLINE) | (before == QUOTE)
+        can_open = (quotes == 0) | (before == delimiter) | (before == NEWLINE) | (before == QUOTE)
         can_close = (
-            (quotes + 1 >= size) | (after == COMMA) | (after == NEWLINE) | (after == QUOTE)
+            (quotes + 1 >= size) | (after == delimiter) | (after == NEWLINE) | (after == QUOTE)
             | ((after == CR) & ((quotes + 2 >= size) | (after2 == NEWLINE)))
         )
         return cls(
@@ -271,7 +273,8 @@ def frame_block(scan: ByteScan) -> BlockFraming:
 def _scan_exactly(scan: ByteScan, start: int, framing: BlockFraming) -> int:
     """Scan the record at ``start`` exactly into ``framing``: where framing resumes, or -1
     when the block is done with (``framing.consumed`` set)."""
-    scanned = scan_record(scan.buf, start, scan.size, scan.final, scan.max_record_bytes)
+    scanned = scan_record(scan.buf, start, scan.size, scan.final, scan.max_record_bytes,
+                          scan.delimiter)
     if scanned.outcome is ScanOutcome.NEED_MORE:
         framing.consumed = start
         return -1

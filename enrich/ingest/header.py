@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from enrich.ingest.contract import REQUIRED_COLUMNS
+from enrich.ingest.dialect import CsvDialect
 from enrich.ingest.exceptions import (
     DuplicateColumnError,
     EmptyFileError,
@@ -19,10 +21,10 @@ from enrich.ingest.exceptions import (
     MissingColumnError,
 )
 from enrich.ingest.scanning import ScanOutcome, scan_record
+from enrich.ingest.transcoding import first_undecodable
 
 __all__ = ["REQUIRED_COLUMNS", "ColumnLayout", "HeaderRead", "column_layout", "read_header"]
 
-REQUIRED_COLUMNS: tuple[str, ...] = ("id", "amount", "wording")
 BOM: Final[bytes] = b"\xef\xbb\xbf"
 
 
@@ -36,7 +38,7 @@ class ColumnLayout:
 
 def column_layout(path: str, names: list[str]) -> ColumnLayout:
     """Map the required columns to their positions in the header ``names``, or raise
-    :class:`MissingColumnError` / :class:`DuplicateColumnError`."""
+    :class:`MissingColumnError` or :class:`DuplicateColumnError`."""
     keys = [name.strip().casefold() for name in names]
     found = ", ".join(name.strip() for name in names)
     hint = f"The file needs the columns {', '.join(REQUIRED_COLUMNS)} in any order."
@@ -66,9 +68,11 @@ class HeaderRead:
 
 
 def read_header(
-    name: str, read: Callable[[int], bytes], chunk_bytes: int, max_record_bytes: int
+    name: str, read: Callable[[int], bytes], chunk_bytes: int, max_record_bytes: int,
+    dialect: CsvDialect,
 ) -> HeaderRead:
-    """Read and check the header of file ``name`` (``read(size)`` gives its next bytes)."""
+    """Read and check the header of file ``name`` (``read(size)`` gives its next bytes,
+    in UTF-8)."""
     buf, final = _skip_bom(read, chunk_bytes)
     pos, line = 0, 1
     while True:
@@ -77,7 +81,7 @@ def read_header(
                 f"{name}: the file is empty (no header line). Write a header line with the "
                 f"columns {', '.join(REQUIRED_COLUMNS)}, then one line per transaction."
             )
-        scanned = scan_record(buf, pos, len(buf), final, max_record_bytes)
+        scanned = scan_record(buf, pos, len(buf), final, max_record_bytes, dialect.delimiter_byte)
         if scanned.outcome is ScanOutcome.NEED_MORE:
             data = read(max(chunk_bytes, len(buf)))
             final = not data
@@ -90,9 +94,12 @@ def read_header(
         if scanned.outcome is ScanOutcome.ERROR:
             raise MalformedHeaderError(
                 f"{name}: the header on line {line} is not valid CSV ({scanned.reason}). "
-                "Fix the header line: column names separated by commas, with balanced quotes."
+                f"Fix the header line: column names separated by {dialect.delimiter_plural}, "
+                "with balanced quotes."
             )
-        layout = column_layout(name, _decoded_names(name, line, scanned.fields))
+        record = buf[pos : scanned.content_end]
+        names = _decoded_names(name, line, scanned.fields, record, dialect)
+        layout = column_layout(name, names)
         line += buf.count(b"\n", pos, scanned.next_pos)
         return HeaderRead(layout, buf[scanned.next_pos :], final, line)
 
@@ -108,11 +115,16 @@ def _skip_bom(read: Callable[[int], bytes], chunk_bytes: int) -> tuple[bytes, bo
     return (buf[len(BOM) :] if buf.startswith(BOM) else buf), final
 
 
-def _decoded_names(name: str, line: int, fields: list[bytes]) -> list[str]:
+def _decoded_names(
+    name: str, line: int, fields: list[bytes], record: bytes, dialect: CsvDialect
+) -> list[str]:
     try:
         return [f.decode("utf-8") for f in fields]
     except UnicodeDecodeError as exc:
-        raise MalformedHeaderError(
-            f"{name}: the header on line {line} is not valid UTF-8 ({exc.reason}). "
-            "Save the file as UTF-8."
-        ) from exc
+        if dialect.transcoded:
+            byte, _ = first_undecodable(record) or (record[exc.start], exc.start)
+            message = (f"holds byte 0x{byte:02x}, which is not valid {dialect.encoding}. "
+                       "Check the file's encoding and the --encoding option.")
+        else:
+            message = f"is not valid UTF-8 ({exc.reason}). Save the file as UTF-8."
+        raise MalformedHeaderError(f"{name}: the header on line {line} {message}") from exc

@@ -12,6 +12,7 @@ Two parsers per value, both vectorized:
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Final
 
 import numpy as np
@@ -21,12 +22,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from enrich.ingest.contract import (
-    AMOUNT_GRAMMAR,
     ID_GRAMMAR,
     MAX_AMOUNT_INTEGER_DIGITS,
     MAX_ID,
     REASON_BAD_AMOUNT,
     REASON_BAD_ID,
+    amount_grammar,
     bad_amount_reason,
     bad_id_reason,
 )
@@ -40,6 +41,7 @@ FastParser = Callable[["PaddedBytes", IntArray, IntArray], tuple[IntArray, BoolA
 
 __all__ = [
     "PaddedBytes",
+    "amount_parsers",
     "amounts_by_grammar",
     "canonical_amounts",
     "canonical_ids",
@@ -94,12 +96,12 @@ def ids_by_grammar(values: pa.Array) -> tuple[IntArray, BoolArray]:
     return np.array(ids, dtype=np.int64), _to_bool(ok)
 
 
-def amounts_by_grammar(values: pa.Array) -> tuple[IntArray, BoolArray]:
+def amounts_by_grammar(values: pa.Array, decimal_comma: bool = False) -> tuple[IntArray, BoolArray]:
     """Amounts of a string array by the full grammar (pyarrow regexes): (cents, ok)."""
     values = as_large_string(values)
     if len(values) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.bool_)
-    parts = pc.extract_regex(values, AMOUNT_GRAMMAR)
+    parts = pc.extract_regex(values, amount_grammar(decimal_comma))
     sign, integer, fraction = (pc.struct_field(parts, [i]) for i in range(3))
     significant = pc.ascii_ltrim(integer, characters="0")
     has_digit = pc.or_(
@@ -217,14 +219,16 @@ _ABOVE_DOT: Final[WordArray] = np.array(
 )
 _CENTS_SCALE: Final[IntArray] = np.array([100, 10, 1], dtype=np.int64)
 _DOT: Final[int] = 0x2E
+_COMMA: Final[int] = 0x2C
 
 
 def canonical_amounts(
-    data: PaddedBytes, starts: IntArray, ends: IntArray
+    data: PaddedBytes, starts: IntArray, ends: IntArray, mark: int = _DOT
 ) -> tuple[IntArray, BoolArray]:
     """Fast parse of amounts like ``-12``, ``+12.5``, ``.05``, ``5.`` (no spaces, at
     most 2 decimals, at most 15 integer digits, at most 16 characters): (cents, ok).
     ``ok`` is False for anything else, which must go through :func:`amounts_by_grammar`.
+    ``mark`` is the decimal mark's byte.
 
     The last 16 bytes of each field are loaded as two uint64 words; a dot among
     the last three characters is squeezed out by shifting the bytes before it,
@@ -237,9 +241,9 @@ def canonical_amounts(
     negative = (first == 0x2D) & (length >= 1)
     signed = negative | ((first == 0x2B) & (length >= 1))
     last3 = low >> np.uint64(40)  # bytes 5, 6, 7 of the word: the last three characters
-    dot2 = ((last3 & np.uint64(0xFF)) == _DOT) & (length >= 3)
-    dot1 = (((last3 >> _BYTE) & np.uint64(0xFF)) == _DOT) & (length >= 2) & ~dot2
-    dot0 = ((last3 >> np.uint64(16)) == _DOT) & (length >= 1) & ~dot2 & ~dot1
+    dot2 = ((last3 & np.uint64(0xFF)) == mark) & (length >= 3)
+    dot1 = (((last3 >> _BYTE) & np.uint64(0xFF)) == mark) & (length >= 2) & ~dot2
+    dot0 = ((last3 >> np.uint64(16)) == mark) & (length >= 1) & ~dot2 & ~dot1
     has_dot = dot0 | dot1 | dot2
     decimals = dot2.astype(np.int64) * 2 + dot1
     if has_dot.any():
@@ -304,9 +308,18 @@ def parse_id_column(values: pa.Array) -> tuple[IntArray, BoolArray]:
     return _parse_column(values, canonical_ids, ids_by_grammar)
 
 
-def parse_amount_column(values: pa.Array) -> tuple[IntArray, BoolArray]:
+def amount_parsers(
+    decimal_comma: bool,
+) -> tuple[FastParser, Callable[[pa.Array], tuple[IntArray, BoolArray]]]:
+    """The fast and the full-grammar amount parsers for a decimal mark."""
+    if not decimal_comma:
+        return canonical_amounts, amounts_by_grammar
+    return (partial(canonical_amounts, mark=_COMMA), partial(amounts_by_grammar, decimal_comma=True))
+
+
+def parse_amount_column(values: pa.Array, decimal_comma: bool = False) -> tuple[IntArray, BoolArray]:
     """Amounts of a string array, in cents: (cents, ok), 0 where not ok (nulls are not ok)."""
-    return _parse_column(values, canonical_amounts, amounts_by_grammar)
+    return _parse_column(values, *amount_parsers(decimal_comma))
 
 
 # --------------------------------------------------------------------------- pandas API
@@ -333,18 +346,20 @@ def _as_series(
     )
 
 
-def parse_amounts(text: pd.Series) -> tuple[pd.Series, pd.Series]:
+def parse_amounts(text: pd.Series, *, decimal_comma: bool = False) -> tuple[pd.Series, pd.Series]:
     """Parse decimal amount texts to integer cents, vectorized.
 
-    Follows the ``amount`` rule of :mod:`enrich.ingest.contract`.  Returns
+    Follows the ``amount`` rule of :mod:`enrich.ingest.contract` (with ``decimal_comma``,
+    the decimal mark is ``,``: ``-12,50``).  Returns
     ``(cents, reasons)`` aligned on ``text.index``: ``cents`` is an ``Int64``
     series (NA where invalid) and ``reasons`` a ``string`` series holding the
     ``bad amount: ...`` reason where invalid and NA where valid.  Missing
     values (None/NA) are invalid.
     """
     arr = _series_to_arrow(text)
-    cents, ok = parse_amount_column(arr)
-    return _as_series(text, cents, ok, arr, REASON_BAD_AMOUNT, bad_amount_reason)
+    cents, ok = parse_amount_column(arr, decimal_comma)
+    return _as_series(text, cents, ok, arr, REASON_BAD_AMOUNT,
+                      partial(bad_amount_reason, decimal_comma=decimal_comma))
 
 
 def parse_ids(text: pd.Series) -> tuple[pd.Series, pd.Series]:

@@ -1,6 +1,7 @@
 """Reading a file block by block: opening it, framing blocks, checking them in threads.
 
-Binary blocks of about ``chunk_bytes`` are read; each is framed
+Binary blocks of about ``chunk_bytes`` are read (transcoded to UTF-8 first if the
+dialect's encoding is another: :mod:`enrich.ingest.transcoding`); each is framed
 (:mod:`enrich.ingest.framing`) and cut after its last complete record, the rest
 carried over (the buffer grows geometrically for records longer than a block, up to
 ``max_record_bytes``).  The records of a block are checked (:mod:`enrich.ingest.chunks`)
@@ -21,13 +22,15 @@ from typing import BinaryIO, Final, cast
 import numpy as np
 
 from enrich.ingest.chunks import ParsedChunk, build_chunk
+from enrich.ingest.dialect import CsvDialect
 from enrich.ingest.exceptions import InputFileError
 from enrich.ingest.framing import BlockFraming, ByteScan, frame_block
 from enrich.ingest.header import HeaderRead, read_header
+from enrich.ingest.transcoding import transcoding_reader
 
 logger = logging.getLogger("enrich.ingest")
 
-__all__ = ["PREFETCH_CHUNKS", "iter_chunks", "open_input", "checked_reader", "prefetch"]
+__all__ = ["PREFETCH_CHUNKS", "input_reader", "iter_chunks", "open_input", "prefetch"]
 
 #: Blocks checked concurrently (numpy and pyarrow release the GIL).
 WORKERS: Final[int] = 2
@@ -71,6 +74,12 @@ def checked_reader(name: str, stream: BinaryIO) -> Callable[[int], bytes]:
             raise InputFileError(f"{name}: read error ({exc}). Check the file and retry.") from exc
 
     return read
+
+
+def input_reader(name: str, stream: BinaryIO, dialect: CsvDialect) -> Callable[[int], bytes]:
+    """``read(size)`` of the file's content in UTF-8, OS errors as :class:`InputFileError`."""
+    read = checked_reader(name, stream)
+    return transcoding_reader(read, dialect.encoding, name) if dialect.transcoded else read
 
 
 def prefetch(chunks: Iterator[ParsedChunk], depth: int) -> Iterator[ParsedChunk]:
@@ -118,14 +127,15 @@ def prefetch(chunks: Iterator[ParsedChunk], depth: int) -> Iterator[ParsedChunk]
 
 
 def _framed_blocks(
-    read: Callable[[int], bytes], header: HeaderRead, chunk_bytes: int, max_record_bytes: int
+    read: Callable[[int], bytes], header: HeaderRead, chunk_bytes: int, max_record_bytes: int,
+    delimiter: int,
 ) -> Iterator[tuple[ByteScan, BlockFraming, int]]:
     """(scan, framing, line number of its first byte) of each block with records in it."""
     buf, final, line = header.rest, header.at_eof, header.next_line
     skipping = False  # dropping the rest of a rejected line that went on past the block
     while True:
         if buf and not skipping:
-            scan = ByteScan(buf, final, max_record_bytes)
+            scan = ByteScan(buf, final, max_record_bytes, delimiter)
             framing = frame_block(scan)
             if framing.consumed or framing.error_starts:
                 yield scan, framing, line
@@ -148,24 +158,27 @@ def _framed_blocks(
         buf = buf + data if buf else data
 
 
-def iter_chunks(name: str, chunk_bytes: int, max_record_bytes: int) -> Iterator[ParsedChunk]:
+def iter_chunks(
+    name: str, dialect: CsvDialect, chunk_bytes: int, max_record_bytes: int
+) -> Iterator[ParsedChunk]:
     """The chunks of file ``name``, in order, checked in worker threads (the generator
     behind :func:`enrich.ingest.read_chunks`)."""
     with open_input(name) as stream:
-        read = checked_reader(name, stream)
-        header = read_header(name, read, chunk_bytes, max_record_bytes)
+        read = input_reader(name, stream, dialect)
+        header = read_header(name, read, chunk_bytes, max_record_bytes, dialect)
         layout = header.layout
         logger.info(
             "%s: header OK (%d columns; id, amount, wording are columns %s)",
             name, layout.n_columns, ", ".join(str(p + 1) for p in layout.positions),
         )
         tally = _Tally(name)
+        blocks = _framed_blocks(read, header, chunk_bytes, max_record_bytes, dialect.delimiter_byte)
         with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ingest") as pool:
             pending: deque[Future[ParsedChunk]] = deque()
-            for scan, framing, line in _framed_blocks(read, header, chunk_bytes, max_record_bytes):
+            for scan, framing, line in blocks:
                 while len(pending) >= WORKERS:
                     yield from tally.non_empty(pending.popleft().result())
-                pending.append(pool.submit(build_chunk, scan, framing, line, layout))
+                pending.append(pool.submit(build_chunk, scan, framing, line, layout, dialect))
                 del scan, framing
             while pending:
                 yield from tally.non_empty(pending.popleft().result())

@@ -4,10 +4,11 @@ It is the reference the vectorized framing (:mod:`enrich.ingest.framing`) hands 
 to wherever quotes are misplaced or a record is too long, and it reads the header.
 
 Grammar (RFC 4180, as Python's :mod:`csv` reads it): a field that *starts* with
-``"`` is quoted, runs to the matching closing ``"``, may contain commas, CR and LF,
-and writes a quote as ``""``; a ``"`` inside an unquoted field (``12" TV``) is
-literal text.  A record ends at LF or CRLF (one CR before the LF, or before the
-end of the file, is dropped).  A record whose content is empty is a blank line.
+``"`` is quoted, runs to the matching closing ``"``, may contain delimiters, CR and
+LF, and writes a quote as ``""``; a ``"`` inside an unquoted field (``12" TV``) is
+literal text.  The delimiter is a comma unless the dialect says otherwise.  A record
+ends at LF or CRLF (one CR before the LF, or before the end of the file, is dropped).
+A record whose content is empty is a blank line.
 
 Only ``buf[start:start + max_record_bytes + 2]`` is looked at for a record, so
 the outcome never depends on how the file was cut into blocks.  When the framing
@@ -18,6 +19,7 @@ next one: an unclosed quote cannot swallow the rest of the file.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Final
@@ -35,7 +37,15 @@ NEWLINE: Final[int] = 0x0A
 CR: Final[int] = 0x0D
 COMMA: Final[int] = 0x2C
 QUOTE: Final[int] = 0x22
-_UNQUOTED_FIELD: Final[re.Pattern[bytes]] = re.compile(rb"[^,\n]*")
+
+
+@functools.cache
+def _unquoted_field_pattern(delimiter: int) -> re.Pattern[bytes]:
+    return re.compile(b"[^" + re.escape(bytes((delimiter,))) + b"\n]*")
+
+
+def _delimiter_words(delimiter: int) -> str:
+    return {COMMA: "a comma", 0x09: "a tab"}.get(delimiter, repr(chr(delimiter)))
 
 
 class ScanOutcome(enum.Enum):
@@ -88,16 +98,19 @@ class _Window:
     available: int  # buf[:available] is the data at hand
     at_eof: bool  # ...and it reaches the end of the file
     max_record_bytes: int
+    delimiter: int
     end: int
     final: bool
     exhausted: bool
 
     @classmethod
-    def at(cls, buf: bytes, start: int, n: int, final: bool, max_record_bytes: int) -> _Window:
+    def at(
+        cls, buf: bytes, start: int, n: int, final: bool, max_record_bytes: int, delimiter: int
+    ) -> _Window:
         limit = start + max_record_bytes + 2
         end = min(n, limit)
         window_final = final and n <= limit
-        return cls(buf, start, n, final, max_record_bytes, end, window_final,
+        return cls(buf, start, n, final, max_record_bytes, delimiter, end, window_final,
                    not window_final and end == limit)
 
     def need_more(self, open_field: int = 0) -> ScannedRecord:
@@ -152,12 +165,15 @@ class _Window:
         return ScannedRecord(ScanOutcome.RECORD, ending.next_pos, ending.content_end, fields)
 
 
-def scan_record(buf: bytes, start: int, n: int, final: bool, max_record_bytes: int) -> ScannedRecord:
+def scan_record(
+    buf: bytes, start: int, n: int, final: bool, max_record_bytes: int, delimiter: int = COMMA
+) -> ScannedRecord:
     """Scan the record starting at ``start`` (a physical line start) with the exact grammar.
 
-    ``buf[:n]`` is the data at hand and ``final`` says it reaches the end of the file.
+    ``buf[:n]`` is the data at hand and ``final`` says it reaches the end of the file;
+    ``delimiter`` is the byte separating fields.
     """
-    window = _Window.at(buf, start, n, final, max_record_bytes)
+    window = _Window.at(buf, start, n, final, max_record_bytes, delimiter)
     plain = _plain_line(window)
     if plain is not None:
         return plain
@@ -177,17 +193,17 @@ def scan_record(buf: bytes, start: int, n: int, final: bool, max_record_bytes: i
 
 def _plain_line(window: _Window) -> ScannedRecord | None:
     """Shortcut for a whole line where no field starts with a quote (e.g. a literal
-    ``12" TV``): the record is that line, split on commas.  None if it does not apply."""
+    ``12" TV``): the record is that line, split on delimiters.  None if it does not apply."""
     buf, start = window.buf, window.start
     newline = buf.find(b"\n", start, window.end)
     line_end = newline if newline >= 0 else (window.end if window.final else -1)
-    if line_end < 0 or buf[start : start + 1] == b'"' or buf.find(b',"', start, line_end) >= 0:
+    delimiter = bytes((window.delimiter,))
+    if (line_end < 0 or buf[start : start + 1] == b'"'
+            or buf.find(delimiter + b'"', start, line_end) >= 0):
         return None
     content_end = line_end - 1 if line_end > start and buf[line_end - 1] == CR else line_end
     next_pos = line_end + 1 if newline >= 0 else line_end
-    return window.record(
-        _RecordEnd(content_end, next_pos), buf[start:content_end].split(b",")
-    )
+    return window.record(_RecordEnd(content_end, next_pos), buf[start:content_end].split(delimiter))
 
 
 def _quoted_field(
@@ -228,7 +244,7 @@ def _after_closing_quote(
     if pos >= end:  # only reached when the window is final
         return _RecordEnd(pos, pos)
     char = buf[pos]
-    if char == COMMA:
+    if char == window.delimiter:
         return pos + 1
     if char == NEWLINE:
         return _RecordEnd(pos, pos + 1)
@@ -249,17 +265,18 @@ def _after_closing_quote(
         )
     return window.line_error(
         f"{REASON_MALFORMED_QUOTING}: text after the closing quote of field {number} "
-        "(a quoted field must be followed by a comma or the end of the line)"
+        f"(a quoted field must be followed by {_delimiter_words(window.delimiter)} "
+        "or the end of the line)"
     )
 
 
 def _unquoted_field(window: _Window, pos: int, fields: list[bytes]) -> int | _RecordEnd | ScannedRecord:
     """Scan the unquoted field at ``pos`` into ``fields`` (same results as :func:`_quoted_field`)."""
     buf = window.buf
-    match = _UNQUOTED_FIELD.match(buf, pos, window.end)
+    match = _unquoted_field_pattern(window.delimiter).match(buf, pos, window.end)
     stop = match.end() if match is not None else pos
     if stop < window.end:
-        if buf[stop] == COMMA:
+        if buf[stop] == window.delimiter:
             fields.append(buf[pos:stop])
             return stop + 1
         next_pos = stop + 1

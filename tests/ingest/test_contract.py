@@ -85,4 +85,6 @@ def test_long_texts_are_cut_in_reasons() -> None:
 def test_record_level_reasons() -> None:
     assert wrong_field_count_reason(3, 4) == f"{REASON_WRONG_FIELD_COUNT}: expected 3, got 4"
     assert invalid_utf8_reason("1,1,é".encode()) is None
-    assert invalid_utf8_reason(b"1,1,caf\xe9") == f"{REASON_INVALID_UTF8}: byte 0xe9 at offset 7 of the record"
+    assert invalid_utf8_reason(b"1,1,caf\xe9") == (
+        f"{REASON_INVALID_UTF8}: byte 0xe9 at offset 7 of the record"
+    )

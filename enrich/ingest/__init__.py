@@ -159,9 +159,12 @@ def read_chunks(
     :class:`InputFileError` (or a subclass such as :class:`MissingColumnError`): the
     path and the header are checked by this call itself, before it returns the
     iterator, so nothing is ever yielded for a file with a bad header.  Chunks
-    without any record are not yielded.  While the caller handles a chunk, the next
-    ones are framed and validated in background threads (numpy and pyarrow release
-    the GIL), at most :data:`PREFETCH_CHUNKS` framed chunks ahead.
+    without any record are not yielded.  Advice about the whole file found on the
+    way (e.g. rows that read as Windows-1252) is logged once and given once, in
+    :attr:`ParsedChunk.hints` of the chunk where it first applies.  While the caller
+    handles a chunk, the next ones are framed and validated in background threads
+    (numpy and pyarrow release the GIL), at most :data:`PREFETCH_CHUNKS` framed
+    chunks ahead.
     """
     if dialect is None:
         dialect = CsvDialect()

@@ -3,7 +3,8 @@
 Fields are cut out of the block by pyarrow from offsets computed with numpy; ids and
 amounts are parsed by :mod:`enrich.ingest.numbers` straight from the block's bytes.
 UTF-8 is validated for the whole block at once, and record by record only where that
-fails.  Per-row Python only runs for rejected rows.
+fails.  Per-row Python only runs for rejected rows.  The first rejected rows of a
+block may also tell what kind of foreign file this is (:mod:`enrich.ingest.hints`).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from enrich.ingest.contract import (
 from enrich.ingest.dialect import CsvDialect
 from enrich.ingest.framing import BlockFraming, ByteScan, QuoteFraming
 from enrich.ingest.header import ColumnLayout
+from enrich.ingest.hints import FileHint, decimal_mark_hint, undecodable_rows_hint
 from enrich.ingest.numbers import (
     BoolArray,
     IntArray,
@@ -51,12 +53,16 @@ class ParsedChunk:
     ``valid`` has the columns ``line`` (int64), ``id`` (int64),
     ``amount_cents`` (int64) and ``wording`` (pandas ``str``); ``rejected``
     has ``line`` (int64), ``raw`` (``str``) and ``reason`` (``str``).  Both use
-    a RangeIndex and are sorted by line.  (``eq=False``: chunks compare and
+    a RangeIndex and are sorted by line.  ``hints`` are whole sentences starting
+    with the file's path.  (``eq=False``: chunks compare and
     hash by identity, since DataFrames cannot be compared with ``==``.)
     """
 
     valid: pd.DataFrame
     rejected: pd.DataFrame
+    #: Advice about the whole file (what it looks like, which option reads it), each
+    #: said once per file: on the chunk where it first applies, else empty.
+    hints: tuple[str, ...] = ()
 
     @property
     def rows_read(self) -> int:
@@ -414,12 +420,32 @@ def _record_problem(dialect: CsvDialect) -> Callable[[bytes], str | None]:
     return undecodable
 
 
+def _hints(
+    scan: ByteScan, records: _Records, not_text: dict[int, str], bad_amounts: list[tuple[int, str]],
+    dialect: CsvDialect,
+) -> list[FileHint]:
+    """Advice from the first rejected rows: records not valid in the encoding, and
+    ``bad_amounts`` (line, text) written with the other decimal mark."""
+    found: list[FileHint] = []
+    if not_text:
+        first = min(not_text, key=lambda i: int(records.lines[i]))
+        record = scan.buf[int(records.starts[first]) : int(records.ends[first])]
+        found.append(undecodable_rows_hint(int(records.lines[first]), record, dialect))
+    for line, text in sorted(bad_amounts)[:20]:
+        hint = decimal_mark_hint(line, text, dialect)
+        if hint is not None:
+            found.append(hint)
+            break
+    return found
+
+
 def build_chunk(
     scan: ByteScan, framing: BlockFraming, first_line: int, layout: ColumnLayout,
     dialect: CsvDialect,
-) -> ParsedChunk:
+) -> tuple[ParsedChunk, list[FileHint]]:
     """Check the records framed by :func:`enrich.ingest.framing.frame_block` and build the
-    chunk; ``first_line`` is the line number of the block's first byte."""
+    chunk; ``first_line`` is the line number of the block's first byte.  Also returns the
+    advice the chunk's rejected rows give about the whole file."""
     records = _collect_records(scan, framing, first_line, layout)
     not_text = _invalid_utf8_records(scan, framing.consumed, records, _record_problem(dialect))
     rejections = _Rejections(list(not_text), list(not_text.values()))
@@ -441,4 +467,6 @@ def build_chunk(
     good = np.flatnonzero(row_ok)
     valid = _valid_rows(candidates, records, good, ids[good], cents[good])
     rejected = rejections.frame(scan, framing, records, first_line, dialect.transcoded)
-    return ParsedChunk(valid, rejected)
+    amount_lines = records.lines[candidates.record_index[bad_amount_rows]].tolist()
+    found = _hints(scan, records, not_text, list(zip(amount_lines, bad_amounts, strict=True)), dialect)
+    return ParsedChunk(valid, rejected), found

@@ -4,14 +4,17 @@ It must name at least ``id``, ``amount`` and ``wording`` (:data:`REQUIRED_COLUMN
 in any order; names are compared after stripping surrounding whitespace,
 case-insensitively, and may be quoted.  Other columns are allowed and ignored.
 Every record must have as many fields as the header.  An optional UTF-8 byte order
-mark before it is dropped.
+mark before it is dropped.  When the header is not what the dialect expects, the
+error says what the file looks like instead (:mod:`enrich.ingest.hints`).
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Final
 
+from enrich.ingest import hints
 from enrich.ingest.contract import REQUIRED_COLUMNS
 from enrich.ingest.dialect import CsvDialect
 from enrich.ingest.exceptions import (
@@ -20,7 +23,7 @@ from enrich.ingest.exceptions import (
     MalformedHeaderError,
     MissingColumnError,
 )
-from enrich.ingest.scanning import ScanOutcome, scan_record
+from enrich.ingest.scanning import ScannedRecord, ScanOutcome, scan_record
 from enrich.ingest.transcoding import first_undecodable
 
 __all__ = ["REQUIRED_COLUMNS", "ColumnLayout", "HeaderRead", "column_layout", "read_header"]
@@ -36,9 +39,9 @@ class ColumnLayout:
     positions: tuple[int, ...]  # index of id, amount, wording in a record
 
 
-def column_layout(path: str, names: list[str]) -> ColumnLayout:
+def column_layout(path: str, names: list[str], advice: Callable[[], str] = str) -> ColumnLayout:
     """Map the required columns to their positions in the header ``names``, or raise
-    :class:`MissingColumnError` or :class:`DuplicateColumnError`."""
+    :class:`MissingColumnError` (with ``advice()`` appended) or :class:`DuplicateColumnError`."""
     keys = [name.strip().casefold() for name in names]
     found = ", ".join(name.strip() for name in names)
     hint = f"The file needs the columns {', '.join(REQUIRED_COLUMNS)} in any order."
@@ -53,7 +56,10 @@ def column_layout(path: str, names: list[str]) -> ColumnLayout:
     if missing:
         cols = " and ".join(repr(col) for col in missing)
         noun = "column" if len(missing) == 1 else "columns"
-        raise MissingColumnError(f"{path}: header has no {cols} {noun} (found: {found}). {hint}")
+        more = advice()
+        raise MissingColumnError(
+            f"{path}: header has no {cols} {noun} (found: {found}). {hint}" + (f" {more}" if more else "")
+        )
     return ColumnLayout(len(keys), tuple(keys.index(col) for col in REQUIRED_COLUMNS))
 
 
@@ -99,9 +105,13 @@ def read_header(
             )
         record = buf[pos : scanned.content_end]
         names = _decoded_names(name, line, scanned.fields, record, dialect)
-        layout = column_layout(name, names)
+        layout = column_layout(name, names, partial(_advice, record, buf, scanned, dialect))
         line += buf.count(b"\n", pos, scanned.next_pos)
         return HeaderRead(layout, buf[scanned.next_pos :], final, line)
+
+
+def _advice(record: bytes, buf: bytes, scanned: ScannedRecord, dialect: CsvDialect) -> str:
+    return hints.missing_columns_advice(record, buf[scanned.next_pos :], dialect)
 
 
 def _skip_bom(read: Callable[[int], bytes], chunk_bytes: int) -> tuple[bytes, bool]:
@@ -126,5 +136,6 @@ def _decoded_names(
             message = (f"holds byte 0x{byte:02x}, which is not valid {dialect.encoding}. "
                        "Check the file's encoding and the --encoding option.")
         else:
-            message = f"is not valid UTF-8 ({exc.reason}). Save the file as UTF-8."
+            message = (f"is not valid UTF-8 ({exc.reason}). "
+                       f"{hints.header_encoding_advice(record)}")
         raise MalformedHeaderError(f"{name}: the header on line {line} {message}") from exc

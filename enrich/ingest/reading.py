@@ -11,6 +11,7 @@ caller, which meanwhile stores the previous chunk.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -26,6 +27,7 @@ from enrich.ingest.dialect import CsvDialect
 from enrich.ingest.exceptions import InputFileError
 from enrich.ingest.framing import BlockFraming, ByteScan, frame_block
 from enrich.ingest.header import HeaderRead, read_header
+from enrich.ingest.hints import FileHint
 from enrich.ingest.transcoding import transcoding_reader
 
 logger = logging.getLogger("enrich.ingest")
@@ -174,28 +176,38 @@ def iter_chunks(
         tally = _Tally(name)
         blocks = _framed_blocks(read, header, chunk_bytes, max_record_bytes, dialect.delimiter_byte)
         with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ingest") as pool:
-            pending: deque[Future[ParsedChunk]] = deque()
+            pending: deque[Future[tuple[ParsedChunk, list[FileHint]]]] = deque()
             for scan, framing, line in blocks:
                 while len(pending) >= WORKERS:
-                    yield from tally.non_empty(pending.popleft().result())
+                    yield from tally.non_empty(*pending.popleft().result())
                 pending.append(pool.submit(build_chunk, scan, framing, line, layout, dialect))
                 del scan, framing
             while pending:
-                yield from tally.non_empty(pending.popleft().result())
+                yield from tally.non_empty(*pending.popleft().result())
         logger.info("%s: %d valid rows, %d rejected rows", name, tally.valid, tally.rejected)
 
 
 class _Tally:
-    """Rows yielded so far, for the closing log line."""
+    """Rows yielded so far, for the closing log line, and the kinds of hints given."""
 
     def __init__(self, name: str) -> None:
         self.name, self.valid, self.rejected = name, 0, 0
+        self.hints_given: set[str] = set()
 
-    def non_empty(self, chunk: ParsedChunk) -> Iterator[ParsedChunk]:
-        """The chunk, counted, if it holds any row."""
-        if chunk.rows_read:
-            self.valid += len(chunk.valid)
-            self.rejected += len(chunk.rejected)
-            logger.debug("%s: chunk with %d valid and %d rejected rows",
-                         self.name, len(chunk.valid), len(chunk.rejected))
-            yield chunk
+    def non_empty(self, chunk: ParsedChunk, hints: list[FileHint]) -> Iterator[ParsedChunk]:
+        """The chunk, counted, with the hints not given yet (each logged once), if it holds
+        any row."""
+        if not chunk.rows_read:
+            return
+        self.valid += len(chunk.valid)
+        self.rejected += len(chunk.rejected)
+        logger.debug("%s: chunk with %d valid and %d rejected rows",
+                     self.name, len(chunk.valid), len(chunk.rejected))
+        new = [hint for hint in hints if hint.kind not in self.hints_given]
+        if new:
+            self.hints_given.update(hint.kind for hint in new)
+            messages = tuple(f"{self.name}: {hint.message}" for hint in new)
+            for message in messages:
+                logger.warning("%s", message)
+            chunk = dataclasses.replace(chunk, hints=messages)
+        yield chunk

@@ -168,8 +168,10 @@ def _collect_records(
         if ranges
     ]
     n_required = len(layout.positions)
-    columns = [np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, np.int64)
-               for i in range(4 + 2 * n_required)]
+    columns = list(parts[0]) if len(parts) == 1 else [
+        np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, np.int64)
+        for i in range(4 + 2 * n_required)
+    ]
     starts, ends, counts, newlines = columns[:4]
     field_starts, field_ends = columns[4 : 4 + n_required], columns[4 + n_required :]
     if len(parts) > 1:  # both parities: merge by position (rare: after a literal quote)
@@ -178,19 +180,17 @@ def _collect_records(
         starts, ends, counts, newlines = starts[order], ends[order], counts[order], newlines[order]
         field_starts = [x[field_order] for x in field_starts]
         field_ends = [x[field_order] for x in field_ends]
-    scanned_starts = np.asarray(framing.scanned_starts, np.int64)
-    scanned_counts = np.fromiter((len(f) for f in framing.scanned_fields), dtype=np.int64,
-                                 count=len(framing.scanned_fields))
-    scanned_lines = first_line + np.searchsorted(scan.newlines, scanned_starts)
-    return _Records(
-        starts=np.concatenate([starts, scanned_starts]),
-        ends=np.concatenate([ends, np.asarray(framing.scanned_ends, np.int64)]),
-        field_counts=np.concatenate([counts, scanned_counts]),
-        lines=np.concatenate([first_line + newlines, scanned_lines]),
-        n_vectorized=starts.size,
-        field_starts=field_starts,
-        field_ends=field_ends,
-    )
+    lines = first_line + newlines
+    n_vectorized = starts.size
+    if framing.scanned_starts:  # the exact scanner's records go after the vectorized ones
+        scanned_starts = np.asarray(framing.scanned_starts, np.int64)
+        starts = np.concatenate([starts, scanned_starts])
+        ends = np.concatenate([ends, np.asarray(framing.scanned_ends, np.int64)])
+        counts = np.concatenate([counts, np.fromiter(
+            (len(f) for f in framing.scanned_fields), dtype=np.int64, count=len(framing.scanned_fields)
+        )])
+        lines = np.concatenate([lines, first_line + np.searchsorted(scan.newlines, scanned_starts)])
+    return _Records(starts, ends, counts, lines, n_vectorized, field_starts, field_ends)
 
 
 def _invalid_utf8_records(

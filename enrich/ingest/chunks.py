@@ -117,10 +117,9 @@ class _Records:
 
 
 def _vectorized_part(
-    framing: QuoteFraming, ranges: list[tuple[int, int]], layout: ColumnLayout
-) -> tuple[IntArray, ...]:
-    """(starts, ends, field counts, newlines before, then the required fields' starts and
-    ends for the records with the right count) of the non-blank records in ``ranges``."""
+    framing: QuoteFraming, ranges: list[tuple[int, int]], layout: ColumnLayout, first_line: int
+) -> _Records:
+    """The non-blank records of ``framing`` numbered in ``ranges`` (all vectorized)."""
     index = _ranges_to_indices(ranges)
     starts, ends = framing.record_starts[index], framing.content_ends[index]
     counts, newlines = framing.field_counts[index], framing.newlines_before[index]
@@ -139,7 +138,7 @@ def _vectorized_part(
     field_starts = [ok_starts if c == 0 else delimiters[first + (c - 1)] + 1
                     for c in layout.positions]
     field_ends = [ok_ends if c == last else delimiters[first + c] for c in layout.positions]
-    return (starts, ends, counts, newlines, *field_starts, *field_ends)
+    return _Records(starts, ends, counts, first_line + newlines, starts.size, field_starts, field_ends)
 
 
 def _ranges_to_indices(ranges: list[tuple[int, int]]) -> IntArray | slice:
@@ -158,39 +157,50 @@ def _ranges_to_indices(ranges: list[tuple[int, int]]) -> IntArray | slice:
     return np.repeat(lo - offsets, lengths) + np.arange(total, dtype=np.int64)
 
 
+def _merged(parts: list[_Records], n_columns: int) -> _Records:
+    """The vectorized records of both quote parities, in file order (rare: a literal quote
+    made the framing switch parity)."""
+    starts, ends, counts, lines = (np.concatenate([getattr(p, name) for p in parts])
+                                   for name in ("starts", "ends", "field_counts", "lines"))
+    order = np.argsort(starts, kind="stable")
+    field_order = np.argsort(starts[counts == n_columns], kind="stable")
+    field_starts = [np.concatenate(columns)[field_order]
+                    for columns in zip(*(p.field_starts for p in parts), strict=True)]
+    field_ends = [np.concatenate(columns)[field_order]
+                  for columns in zip(*(p.field_ends for p in parts), strict=True)]
+    return _Records(starts[order], ends[order], counts[order], lines[order], starts.size,
+                    field_starts, field_ends)
+
+
 def _collect_records(
     scan: ByteScan, framing: BlockFraming, first_line: int, layout: ColumnLayout
 ) -> _Records:
-    """The block's records, vectorized ones (of both quote parities, merged) then scanned ones."""
-    parts = [
-        _vectorized_part(scan.framing(parity), ranges, layout)
-        for parity, ranges in framing.vectorized.items()
-        if ranges
-    ]
-    n_required = len(layout.positions)
-    columns = list(parts[0]) if len(parts) == 1 else [
-        np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, np.int64)
-        for i in range(4 + 2 * n_required)
-    ]
-    starts, ends, counts, newlines = columns[:4]
-    field_starts, field_ends = columns[4 : 4 + n_required], columns[4 + n_required :]
-    if len(parts) > 1:  # both parities: merge by position (rare: after a literal quote)
-        order = np.argsort(starts, kind="stable")
-        field_order = np.argsort(starts[counts == layout.n_columns], kind="stable")
-        starts, ends, counts, newlines = starts[order], ends[order], counts[order], newlines[order]
-        field_starts = [x[field_order] for x in field_starts]
-        field_ends = [x[field_order] for x in field_ends]
-    lines = first_line + newlines
-    n_vectorized = starts.size
-    if framing.scanned_starts:  # the exact scanner's records go after the vectorized ones
-        scanned_starts = np.asarray(framing.scanned_starts, np.int64)
-        starts = np.concatenate([starts, scanned_starts])
-        ends = np.concatenate([ends, np.asarray(framing.scanned_ends, np.int64)])
-        counts = np.concatenate([counts, np.fromiter(
-            (len(f) for f in framing.scanned_fields), dtype=np.int64, count=len(framing.scanned_fields)
-        )])
-        lines = np.concatenate([lines, first_line + np.searchsorted(scan.newlines, scanned_starts)])
-    return _Records(starts, ends, counts, lines, n_vectorized, field_starts, field_ends)
+    """The block's records: vectorized ones then those of the exact scanner."""
+    parts = [_vectorized_part(scan.framing(parity), ranges, layout, first_line)
+             for parity, ranges in framing.vectorized.items() if ranges]
+    if len(parts) == 1:
+        records = parts[0]
+    elif parts:
+        records = _merged(parts, layout.n_columns)
+    else:
+        nothing = np.zeros(0, np.int64)
+        records = _Records(nothing, nothing, nothing, nothing, 0,
+                           [nothing] * len(layout.positions), [nothing] * len(layout.positions))
+    if not framing.scanned_starts:
+        return records
+    scanned_starts = np.asarray(framing.scanned_starts, np.int64)
+    scanned_counts = np.fromiter((len(fields) for fields in framing.scanned_fields),
+                                 dtype=np.int64, count=len(framing.scanned_fields))
+    scanned_lines = first_line + np.searchsorted(scan.newlines, scanned_starts)
+    return _Records(
+        starts=np.concatenate([records.starts, scanned_starts]),
+        ends=np.concatenate([records.ends, np.asarray(framing.scanned_ends, np.int64)]),
+        field_counts=np.concatenate([records.field_counts, scanned_counts]),
+        lines=np.concatenate([records.lines, scanned_lines]),
+        n_vectorized=records.n_vectorized,
+        field_starts=records.field_starts,
+        field_ends=records.field_ends,
+    )
 
 
 def _invalid_utf8_records(
@@ -384,8 +394,8 @@ class _Rejections:
         if framing.error_starts:
             error_lines = first_line + np.searchsorted(scan.newlines, np.asarray(framing.error_starts))
             lines.extend(error_lines.tolist())
-            raw.extend(raw_text(scan.buf[s:e], transcoded)
-                       for s, e in zip(framing.error_starts, framing.error_ends, strict=True))
+            raw.extend(raw_text(scan.buf[start:end], transcoded)
+                       for start, end in zip(framing.error_starts, framing.error_ends, strict=True))
             reasons.extend(framing.error_reasons)
         order = sorted(range(len(lines)), key=lines.__getitem__)
         return rejected_frame([lines[i] for i in order], [raw[i] for i in order],

@@ -8,6 +8,7 @@ block may also tell what kind of foreign file this is (:mod:`enrich.ingest.hints
 """
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -441,7 +442,7 @@ def _hints(
         first = min(not_text, key=lambda i: int(records.lines[i]))
         record = scan.buf[int(records.starts[first]) : int(records.ends[first])]
         found.append(undecodable_rows_hint(int(records.lines[first]), record, dialect))
-    for line, text in sorted(bad_amounts)[:20]:
+    for line, text in heapq.nsmallest(20, bad_amounts):
         hint = decimal_mark_hint(line, text, dialect)
         if hint is not None:
             found.append(hint)

@@ -16,8 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from enrich.ingest.dialect import CsvDialect
 from enrich.ingest.contract import REQUIRED_COLUMNS
+from enrich.ingest.dialect import CsvDialect
 
 __all__ = [
     "FileHint",

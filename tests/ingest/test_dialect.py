@@ -185,10 +185,10 @@ def dialect_files(draw: st.DrawFn) -> tuple[CsvDialect, list[tuple[int, int, str
     delimiter = draw(st.sampled_from([",", ";", "\t", "|"]))
     decimal_comma = delimiter != "," and draw(st.booleans())
     codec = "utf-8" if encoding.startswith("utf") else encoding
-    specials = ',;|\t"\n\r é' + ("€" if codec != "latin-1" else "")
+    specials = [c for c in ',;|\t"\n\r é€' if c.encode(codec, "ignore").decode(codec) == c]
     # (two Shift JIS characters do not come back as they were written: left out)
     written = st.characters(codec=codec, exclude_characters="\xa5\u203e" if codec == "shift_jis" else None)
-    alphabet = st.one_of(st.sampled_from(list(specials)), written)
+    alphabet = st.one_of(st.sampled_from(specials), written)
     records = draw(st.lists(st.tuples(
         st.integers(1, 10**12), st.integers(-(10**15), 10**15), st.text(alphabet, max_size=12),
         st.integers(0, 3), st.booleans()), max_size=20))

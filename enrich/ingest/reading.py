@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO, Final, cast
 
@@ -84,7 +84,7 @@ def input_reader(name: str, stream: BinaryIO, dialect: CsvDialect) -> Callable[[
     return transcoding_reader(read, dialect.encoding, name) if dialect.transcoded else read
 
 
-def prefetch(chunks: Iterator[ParsedChunk], depth: int) -> Iterator[ParsedChunk]:
+def prefetch(chunks: Generator[ParsedChunk, None, None], depth: int) -> Iterator[ParsedChunk]:
     """``chunks``, produced in a thread up to ``depth`` ahead of the caller.
 
     Framing a block (finding its records' bounds) is Python-driven numpy work: in a
@@ -114,7 +114,7 @@ def prefetch(chunks: Iterator[ParsedChunk], depth: int) -> Iterator[ParsedChunk]
         except Exception as exc:  # noqa: BLE001 - handed over to the caller, raised there
             offer(exc)
         finally:
-            chunks.close()  # type: ignore[attr-defined]
+            chunks.close()
 
     producer = threading.Thread(target=produce, name="ingest-framing", daemon=True)
     producer.start()
@@ -162,7 +162,7 @@ def _framed_blocks(
 
 def iter_chunks(
     name: str, dialect: CsvDialect, chunk_bytes: int, max_record_bytes: int
-) -> Iterator[ParsedChunk]:
+) -> Generator[ParsedChunk, None, None]:
     """The chunks of file ``name``, in order, checked in worker threads (the generator
     behind :func:`enrich.ingest.read_chunks`)."""
     with open_input(name) as stream:

@@ -127,25 +127,24 @@ cases) and on the generated 1M-row file, it gets wrong what the contract is abou
   rows").
 
 Speed on the 1M-row file (``python -m enrich.generate --rows 1000000 --seed 42
---malformed 4 --duplicates 3``, 43 MB; pyarrow 26, numpy 2.4; 2 vCPUs shared with
-other jobs, load average 10 to 12 during the runs, so wall times are noisy; 15
-interleaved runs each; CPU time is the process's, all threads):
+--malformed 4 --duplicates 3``, 43 MB, in the page cache; pyarrow 26, numpy 2.4;
+2 vCPUs shared with other jobs, load average about 3; 21 interleaved runs each; CPU
+time is the process's, all threads; rows/s from the median):
 
-====================================================  ==========  ======  ==========
-reader                                                wall, best  rows/s  CPU median
-====================================================  ==========  ======  ==========
-``read_chunks`` (this package, all checks)            0.58 s      1.7 M   0.31 s
-pyarrow ``read_csv``, strings, no checks              0.17 s      5.9 M   0.13 s
-the same + this package's id/amount kernels           0.36 s      2.7 M   0.18 s
-pyarrow ``open_csv`` (streaming), strings, no checks  0.13 s      7.7 M   0.09 s
-====================================================  ==========  ======  ==========
+====================================================  =========  ===========  ======  ==========
+reader                                                wall best  wall median  rows/s  CPU median
+====================================================  =========  ===========  ======  ==========
+``read_chunks`` (this package, all checks)            0.19 s     0.29 s       3.5 M   0.30 s
+pyarrow ``read_csv``, strings, no checks              0.08 s     0.13 s       7.9 M   0.13 s
+the same + this package's id/amount kernels           0.13 s     0.18 s       5.6 M   0.18 s
+pyarrow ``open_csv`` (streaming), strings, no checks  0.09 s     0.09 s       10.6 M  0.09 s
+====================================================  =========  ===========  ======  ==========
 
-pyarrow splits a file 2.5 to 4 times faster (CPU 0.09 to 0.13 s against 0.31 s).
-What the hand-written mechanics buy for about 0.2 s of CPU per million rows is the
-contract itself: the physical line of every row, each bad line rejected alone with
-its raw text and a reason, and bounded memory with every check.  (Python's
-:mod:`csv` module takes 0.84 s only to split the same file, one row at a time.)
-The measuring script is kept out of the product.
+pyarrow splits a file 2 to 3 times faster.  What the hand-written mechanics buy for
+about 0.15 s per million rows is the contract itself: the physical line of every
+row, each bad line rejected alone with its raw text and a reason, and bounded
+memory with every check.  (Python's :mod:`csv` module takes 0.32 s only to split
+the same file, one row at a time.)  The measuring script is kept out of the product.
 """
 from __future__ import annotations
 

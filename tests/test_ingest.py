@@ -1,20 +1,23 @@
-"""Tests for enrich.ingest: the CSV parser/validator of bank transactions."""
+"""Tests for enrich.ingest: the CSV parser/validator of bank transactions.
+
+Everything goes through the package's public names (read_chunks, parse_ids,
+parse_amounts, the constants and errors); the fast paths are checked against an
+independent reading of the contract (tests/ingest/reference.py), not by reaching
+into them."""
 from __future__ import annotations
 
 import ast
-import contextlib
+import builtins
 import csv
+import io
 import itertools
 import re
 import threading
-from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
@@ -40,6 +43,8 @@ from enrich.ingest import (
     parse_ids,
     read_chunks,
 )
+from tests.ingest import reference
+from tests.ingest.reference import reference_amount, reference_id
 
 MAX_ID = 9223372036854775807
 HEADER = b"id,amount,wording\n"
@@ -61,18 +66,22 @@ def parse(path: Path, **kwargs: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         assert chunk.rows_read > 0
     valid = [c.valid for c in chunks]
     rejected = [c.rejected for c in chunks]
-    empty = ingest._rejected_frame([], [], [])
     return (
         pd.concat(valid, ignore_index=True) if valid else empty_valid(),
-        pd.concat(rejected, ignore_index=True) if rejected else empty,
+        pd.concat(rejected, ignore_index=True) if rejected else empty_rejected(),
     )
 
 
 def empty_valid() -> pd.DataFrame:
-    return ingest._valid_frame(
-        np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
-        pa.array([], pa.large_string()),
-    )
+    """What concatenating no valid frame stands for (compared only by content)."""
+    ints = np.zeros(0, np.int64)
+    return pd.DataFrame({"line": ints, "id": ints, "amount_cents": ints,
+                         "wording": pd.Series([], dtype="str").array})
+
+
+def empty_rejected() -> pd.DataFrame:
+    return pd.DataFrame({"line": np.zeros(0, np.int64), "raw": pd.Series([], dtype="str").array,
+                         "reason": pd.Series([], dtype="str").array})
 
 
 def parse_bytes(
@@ -121,33 +130,6 @@ REASONS = {
     REASON_WRONG_FIELD_COUNT, REASON_INVALID_UTF8, REASON_BAD_ID, REASON_BAD_AMOUNT,
     REASON_UNCLOSED_QUOTE, REASON_MALFORMED_QUOTING, REASON_RECORD_TOO_LONG,
 }
-
-
-@contextlib.contextmanager
-def exact_parser_only() -> Iterator[None]:
-    """Force every record through the slow exact parser (the vectorized framing is bypassed)."""
-    original = ingest._Interpretation.__init__
-
-    def init(self: ingest._Interpretation, block: ingest._Block, parity: int) -> None:
-        original(self, block, parity)
-        self.problems = np.union1d(self.problems, self.starts)
-
-    with mock.patch.object(ingest._Interpretation, "__init__", init):
-        yield
-
-
-def test_exact_parser_only_really_bypasses_the_fast_path(tmp_path: Path) -> None:
-    path = write(tmp_path, HEADER + b'1,1,a\n\n2,2,"b\nc"\n3,3,c')
-    with mock.patch.object(ingest, "_scan_record", wraps=ingest._scan_record) as scan:
-        fast = parse(path)
-        header_scans = scan.call_count  # the header only (checked up front, then read)
-        assert header_scans <= 2
-        with exact_parser_only():
-            exact = parse(path)
-        # then every record start of the body (the last one twice: first while its
-        # end is not read yet)
-        assert scan.call_count - 2 * header_scans >= 4
-    assert rows(fast[0]) == rows(exact[0]) == [(2, 1, 100, "a"), (4, 2, 200, "b\nc"), (6, 3, 300, "c")]
 
 
 # --------------------------------------------------------------------------- basics
@@ -383,29 +365,24 @@ def test_parse_amounts_series_api() -> None:
     assert len(empty_cents) == 0 and len(empty_reasons) == 0
 
 
+number_texts = st.text(alphabet="0123456789.+- \te,\n", max_size=22)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet="0123456789.+- \te,\n", max_size=22))
-@example("1234567890123456")
-@example("12345678901234567.")
-@example("-123456789012345.67")
-@example("12\n")
-def test_fast_value_parsers_agree_with_regex_parsers(text: str) -> None:
-    values = pa.array([text], pa.large_string())
-    data, starts, ends = ingest._arrow_positions(values)
-    padded = ingest._Padded(data)
-    fast_cents, fast_ok = ingest._amounts_canonical(padded, starts, ends)
-    slow_cents, slow_ok = ingest._amounts_regex(values)
-    if fast_ok[0]:
-        assert slow_ok[0] and fast_cents[0] == slow_cents[0]
-    fast_ids, fast_id_ok = ingest._ids_canonical(padded, starts, ends)
-    slow_ids, slow_id_ok = ingest._ids_regex(values)
-    if fast_id_ok[0]:
-        assert slow_id_ok[0] and fast_ids[0] == slow_ids[0]
-    # and both agree with an independent Decimal-based reading
-    expected = reference_amount(text)
-    assert (bool(slow_ok[0]), int(slow_cents[0]) if slow_ok[0] else None) == (
-        expected is not None, expected,
-    )
+@given(st.lists(number_texts, max_size=40))
+@example(["1234567890123456", "12345678901234567.", "-123456789012345.67", "12\n", "9" * 17])
+def test_value_parsers_agree_with_an_independent_reading(texts: list[str]) -> None:
+    """parse_amounts / parse_ids (fast digit kernels, then regexes for the rest) agree with
+    Decimal and int on any mix of texts, short or long, canonical or not."""
+    cents, amount_reasons = parse_amounts(pd.Series(texts, dtype=object))
+    ids, id_reasons = parse_ids(pd.Series(texts, dtype=object))
+    for i, text in enumerate(texts):
+        expected = reference_amount(text)
+        assert (None if pd.isna(cents[i]) else int(cents[i])) == expected, text
+        assert pd.isna(amount_reasons[i]) == (expected is not None), text
+        expected_id = reference_id(text)
+        assert (None if pd.isna(ids[i]) else int(ids[i])) == expected_id, text
+        assert pd.isna(id_reasons[i]) == (expected_id is not None), text
 
 
 # --------------------------------------------------------------------------- rejections
@@ -552,6 +529,31 @@ def test_many_rows_across_chunks(tmp_path: Path) -> None:
     assert (quoted["wording"] == "w" + quoted["id"].astype(str) + ", quoted\nline").all()
 
 
+def test_one_big_block_of_messy_rows_matches_the_reference_reading(tmp_path: Path) -> None:
+    """A block of several hundred kilobytes and tens of thousands of rows (scanned in
+    several slices, parsed in several row batches), where literal quotes flip the quote
+    parity and broken lines send records to the exact scanner here and there."""
+    rng = np.random.default_rng(7)
+    kinds = [
+        b'%d,%d.%02d,plain text\n', b'%d,-%d.%02d,"quoted, with comma"\n',
+        b'%d,%d.%02d,"multi\nline ""quoted"" text"\r\n', b'%d,%d.%02d,12" TV\n',
+        b'%d,%d.%02d,"bad"x\n', b'%d,%d.%02d,"never closed\n', b'%d,%d.%02d,caf\xe9\n',
+        b'"%d","%d.%02d",""\n', b'%d,%d.%02d\n', b"%d,%d.%02d,a\xc3\xa9\x00\n",
+    ]
+    weights = np.array([60, 10, 8, 5, 1, 1, 1, 8, 1, 5], dtype=float)
+    choice = rng.choice(len(kinds), size=40_000, p=weights / weights.sum())
+    body = b"".join(kinds[k] % (i + 1, i % 9973, i % 100) for i, k in enumerate(choice.tolist()))
+    content = HEADER + body
+    assert len(content) > 3 * 256 * 1024  # more than a few scan slices in one block
+    valid, rejected = parse_bytes(tmp_path, content)
+    expected = reference.read(content)
+    assert rows(valid) == expected.valid
+    assert rejects(rejected) == expected.rejected
+    assert len(valid) > 30_000 and {p for _, _, p in expected.rejected} >= {
+        REASON_MALFORMED_QUOTING, REASON_UNCLOSED_QUOTE, REASON_INVALID_UTF8, REASON_WRONG_FIELD_COUNT,
+    }
+
+
 def test_chunks_are_streamed(tmp_path: Path) -> None:
     path = write(tmp_path, HEADER + b"".join(b"%d,1,x\n" % i for i in range(1, 5001)))
     gen = read_chunks(path, chunk_bytes=1000)
@@ -573,21 +575,39 @@ def test_a_caller_that_stops_early_stops_the_reading_thread(tmp_path: Path) -> N
     assert reader_threads() == []  # stopped, its file and workers closed
 
 
-def test_an_error_while_reading_ahead_reaches_the_caller_after_the_good_chunks(tmp_path: Path) -> None:
+class FailingAfter(io.RawIOBase):
+    """A file whose reads fail (as a dying disk would) once ``limit`` bytes were read."""
+
+    def __init__(self, data: bytes, limit: int) -> None:
+        self.data, self.limit, self.pos = data, limit, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        if self.pos >= self.limit:
+            raise OSError(5, "Input/output error (simulated)")
+        size = min(len(buffer), self.limit - self.pos, len(self.data) - self.pos)
+        buffer[:size] = self.data[self.pos : self.pos + size]
+        self.pos += size
+        return size
+
+
+def test_a_read_error_midway_reaches_the_caller_after_the_good_chunks(tmp_path: Path) -> None:
     path = write(tmp_path, HEADER + b"".join(b"%d,1,x\n" % i for i in range(1, 5001)))
-    built = ingest._build_chunk
-    calls = iter(range(1_000))
+    data, real_open = path.read_bytes(), builtins.open
 
-    def failing_on_the_third(*args, **kwargs):
-        if next(calls) == 2:
-            raise ingest.InputFileError(f"{path}: read error (simulated). Check the file and retry.")
-        return built(*args, **kwargs)
+    def open_failing(file, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(file) == str(path):
+            return FailingAfter(data, limit=20_000)  # well after the first chunks
+        return real_open(file, mode, *args, **kwargs)
 
-    with mock.patch.object(ingest, "_build_chunk", failing_on_the_third):
+    with mock.patch.object(builtins, "open", open_failing):
         gen = read_chunks(path, chunk_bytes=1000)
         good = [next(gen), next(gen)]
-        with pytest.raises(ingest.InputFileError, match="simulated"):
-            next(gen)
+        with pytest.raises(InputFileError, match=r"read error \(.*simulated\)") as caught:
+            list(gen)
+    assert str(caught.value).startswith(str(path))
     assert all(chunk.rows_read for chunk in good) and reader_threads() == []
 
 
@@ -657,9 +677,11 @@ def test_bad_arguments(tmp_path: Path) -> None:
         next(read_chunks(path, max_record_bytes=0))
 
 
-def test_module_has_no_metaflow_sqlite_or_print() -> None:
-    source = Path(ingest.__file__).read_text(encoding="utf-8")
-    tree = ast.parse(source)
+@pytest.mark.parametrize(
+    "module", sorted(Path(ingest.__file__).parent.glob("*.py")), ids=lambda path: path.name
+)
+def test_package_has_no_metaflow_sqlite_or_print(module: Path) -> None:
+    tree = ast.parse(module.read_text(encoding="utf-8"))
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -713,51 +735,23 @@ def assert_same(a: tuple[pd.DataFrame, pd.DataFrame], b: tuple[pd.DataFrame, pd.
 )
 @example(content=HEADER + b'1,1,"a\n', chunk_bytes=1, max_record_bytes=DEFAULT_CHUNK_BYTES)
 @example(content=HEADER + b'1,1,"ab"\r', chunk_bytes=3, max_record_bytes=40)
-def test_fast_path_and_small_blocks_match_exact_parser(
+def test_fast_path_and_small_blocks_match_the_reference_reading(
     tmp_path: Path, content: bytes, chunk_bytes: int, max_record_bytes: int
 ) -> None:
-    """Block size and the vectorized path never change the result (messy inputs)."""
+    """Block size never changes the result, which is the contract's (messy inputs)."""
     path = write(tmp_path, content)
     big = frames(path, max_record_bytes=max_record_bytes)
     small = frames(path, chunk_bytes=chunk_bytes, max_record_bytes=max_record_bytes)
     assert_same(big, small)
-    with exact_parser_only():
-        exact_big = frames(path, max_record_bytes=max_record_bytes)
-        exact_small = frames(path, chunk_bytes=chunk_bytes, max_record_bytes=max_record_bytes)
-    assert_same(big, exact_big)
-    assert_same(big, exact_small)
-    # tiny numpy slices and row batches inside a block change nothing either
-    with mock.patch.object(ingest, "_SCAN_SLICE", 5), mock.patch.object(ingest, "_BATCH_ROWS", 2):
-        assert_same(big, frames(path, max_record_bytes=max_record_bytes))
+    expected = reference.read(content, max_record_bytes=max_record_bytes)
+    assert rows(big[0]) == expected.valid
+    assert rejects(big[1]) == expected.rejected
     # every non-blank line of the body is accounted for: rows never overlap
     lines = sorted(big[0]["line"].tolist() + big[1]["line"].tolist())
     assert len(lines) == len(set(lines))
 
 
 # ---- reference parser for well-formed files, built on Python's csv module
-
-AMOUNT_SHAPE = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
-ID_SHAPE = re.compile(r"[0-9]+")
-
-
-def reference_amount(text: str) -> int | None:
-    stripped = text.strip(" \t")
-    if not AMOUNT_SHAPE.fullmatch(stripped):
-        return None
-    value = Decimal(stripped)
-    cents = value * 100
-    if cents != cents.to_integral_value() or abs(value) >= Decimal(10) ** 15:
-        return None
-    return int(cents)
-
-
-def reference_id(text: str) -> int | None:
-    stripped = text.strip(" \t")
-    if not ID_SHAPE.fullmatch(stripped):
-        return None
-    value = int(stripped)
-    return value if 1 <= value <= MAX_ID else None
-
 
 def reference_parse(text: str) -> tuple[list[tuple[int, int, int, str]], list[tuple[int, str]]]:
     # Physical lines end with "\n" only (a CR inside a quoted field is not a line end).

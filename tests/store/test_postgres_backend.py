@@ -22,7 +22,6 @@ from enrich.store import (TAGS, AccessDenied, CheckRecord, ConcurrentModificatio
 from enrich.store import AlertRecord
 from enrich.store.postgres import PostgresStore
 from enrich.store.postgres.connection import DriverError
-from enrich.store.postgres.loading import NUL_REASON
 from enrich.store.queries import QUERIES
 from enrich.tagging import load_tag_list
 
@@ -152,15 +151,6 @@ def test_unsorted_ids_and_late_repeats_pair_alike(sqlite_store, pg_store, monkey
     same(sqlite_store, pg_store, lambda s: s.load_batch("F/2", iter([chunk(rows[::-1])])))
     same(sqlite_store, pg_store, lambda s: s.rejected_rows("F/1") + s.rejected_rows("F/2"))
     same(sqlite_store, pg_store, stored)
-
-
-def test_a_wording_with_nul_is_rejected_on_postgres(pg_store):
-    stats = pg_store.load_batch("F/1", iter([chunk([(2, 1, 100, "a\x00b"), (3, 2, 5, "ok")],
-                                                   [(4, "bad\x00line", "wrong field count")])]))
-    assert (stats.rows_loaded, stats.rows_rejected) == (1, 2)
-    assert pg_store.rejected_rows("F/1") == [
-        {"line": 2, "raw": '1,1.00,"a\\x00b"', "reason": NUL_REASON},
-        {"line": 4, "raw": "bad\\x00line", "reason": "wrong field count"}]
 
 
 def test_a_failing_read_leaves_the_database_untouched(pg_store):

@@ -11,9 +11,8 @@ the cost of ``INSERT ... ON CONFLICT`` for a million new rows, and the table is 
 other writers meanwhile); the control total is read
 back from the table. Memory stays bounded by the chunk size: nothing but the chunk at hand
 and the late ids (:class:`IdOrder`) is held.
-
-PostgreSQL's text cannot hold a NUL character: a row whose wording has one is rejected
-(with the reason :data:`NUL_REASON`) instead of stored.
+A NUL character, which PostgreSQL's text cannot hold, never reaches here: the input contract
+rejects it on every backend alike (:data:`enrich.ingest.contract.NUL_IN_WORDING_REASON`).
 """
 from __future__ import annotations
 
@@ -36,9 +35,6 @@ from enrich.store.postgres.schema import BULK_LOAD_SETTING
 from enrich.store.records import PENDING_KINDS, LoadStats
 
 logger = logging.getLogger(__name__)
-
-NUL_REASON = ("wording contains a NUL character, which a PostgreSQL database cannot store; "
-              "remove it from the file and load it again")
 
 _STAGING_SCHEMA = pa.schema([("line", pa.int64()), ("id", pa.int64()), ("amount_cents", pa.int64()),
                              ("wording", pa.large_string())])
@@ -64,12 +60,12 @@ def load_batch(location: DatabaseLocation, run_id: str, chunks: Iterable[ParsedC
         rows_read, valid, in_file, order, same_cents, staged = 0, 0, 0, IdOrder(), 0, 0
         for chunk in chunks:
             rows_read += len(chunk.valid) + len(chunk.rejected)
-            rows, nul_rejected = _without_nul(chunk.valid)
+            rows = chunk.valid
             valid += len(rows)
             in_file += int(rows["amount_cents"].sum())
             late = order.add(rows["id"].to_numpy())
             same = _same_as_stored(bulk, rows, ~late) if any_stored else np.zeros(len(late), bool)
-            _stage_chunk(bulk, rows[~same], chunk.rejected, nul_rejected)
+            _stage_chunk(bulk, rows[~same], chunk.rejected)
             staged += int((~same).sum())
             if same.any():
                 _record_unchanged(bulk, rows[same])
@@ -115,29 +111,6 @@ def _create_staging(bulk: Cursor) -> None:
         bulk.execute(f"CREATE TEMP TABLE {name} ({columns}) ON COMMIT DROP")
 
 
-def _without_nul(valid: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The chunk's rows whose wording PostgreSQL can store, and the others as rejected rows."""
-    if not len(valid):
-        return valid, valid.iloc[0:0]
-    wordings = pa.array(valid["wording"], from_pandas=True)
-    has_nul = pc.match_substring(wordings, "\x00").to_numpy(zero_copy_only=False)
-    if not has_nul.any():
-        return valid, valid.iloc[0:0]
-    bad = valid[has_nul]
-    rejected = pd.DataFrame({
-        "line": bad["line"].to_numpy(),
-        "raw": [_raw_line(int(i), int(c), str(w)) for i, c, w in
-                zip(bad["id"].to_numpy(), bad["amount_cents"].to_numpy(), bad["wording"])],
-        "reason": NUL_REASON})
-    return valid[~has_nul], rejected
-
-
-def _raw_line(row_id: int, cents: int, wording: str) -> str:
-    """A row as a CSV line (the NUL shown as ``\\x00``: PostgreSQL cannot store it, even quarantined)."""
-    amount = f"{'-' if cents < 0 else ''}{abs(cents) // 100}.{abs(cents) % 100:02d}"
-    return f'{row_id},{amount},"' + wording.replace('"', '""').replace("\x00", "\\x00") + '"'
-
-
 def _same_as_stored(bulk: Cursor, valid: pd.DataFrame, candidates: np.ndarray) -> np.ndarray:
     """Which rows of a chunk are already stored exactly so (same id, amount and wording).
 
@@ -179,17 +152,14 @@ def _record_unchanged(bulk: Cursor, rows: pd.DataFrame) -> None:
                                                   preserve_index=False), temporary=True)
 
 
-def _stage_chunk(bulk: Cursor, valid: pd.DataFrame, rejected: pd.DataFrame, nul_rejected: pd.DataFrame) -> None:
+def _stage_chunk(bulk: Cursor, valid: pd.DataFrame, rejected: pd.DataFrame) -> None:
     if len(valid):
         bulk.ingest("staging", pa.Table.from_pandas(valid[list(_STAGING_SCHEMA.names)], schema=_STAGING_SCHEMA,
                                                     preserve_index=False), temporary=True)
-    for frame in (rejected, nul_rejected):
-        if len(frame):
-            table = pa.Table.from_pandas(frame[list(_REJECTED_SCHEMA.names)], schema=_REJECTED_SCHEMA,
-                                         preserve_index=False)
-            # a raw line may hold a NUL (PostgreSQL text cannot): shown as \x00
-            raw = pc.replace_substring(table.column("raw"), "\x00", "\\x00")
-            bulk.ingest("staging_rejected", table.set_column(1, "raw", raw), temporary=True)
+    if len(rejected):
+        bulk.ingest("staging_rejected", pa.Table.from_pandas(rejected[list(_REJECTED_SCHEMA.names)],
+                                                             schema=_REJECTED_SCHEMA, preserve_index=False),
+                    temporary=True)
 
 
 def _reject_conflicting_duplicates(bulk: Cursor, order: IdOrder) -> tuple[int, int, int, int]:

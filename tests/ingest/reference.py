@@ -130,7 +130,7 @@ def _physical_line(data: bytes, start: int) -> tuple[bytes, int]:
 
 
 def _raw(data: bytes) -> str:
-    return data.decode("utf-8", "backslashreplace")
+    return data.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
 
 
 def _records(data: bytes, start: int, max_record_bytes: int, delimiter: int):
@@ -205,4 +205,6 @@ def _row_problem(text: bytes, fields: list[bytes], n_columns: int, where: list[i
         return "bad id"
     if reference_amount(fields[where[1]].decode("utf-8"), decimal_mark) is None:
         return "bad amount"
+    if b"\x00" in fields[where[2]]:
+        return "NUL character"
     return None

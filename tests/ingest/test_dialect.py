@@ -187,7 +187,8 @@ def dialect_files(draw: st.DrawFn) -> tuple[CsvDialect, list[tuple[int, int, str
     codec = "utf-8" if encoding.startswith("utf") else encoding
     specials = [c for c in ',;|\t"\n\r é€' if c.encode(codec, "ignore").decode(codec) == c]
     # (two Shift JIS characters do not come back as they were written: left out)
-    written = st.characters(codec=codec, exclude_characters="\xa5\u203e" if codec == "shift_jis" else None)
+    # (NUL is refused by the contract whatever the dialect: tested in test_contract.py)
+    written = st.characters(codec=codec, exclude_characters="\x00\xa5\u203e" if codec == "shift_jis" else "\x00")
     alphabet = st.one_of(st.sampled_from(specials), written)
     records = draw(st.lists(st.tuples(
         st.integers(1, 10**12), st.integers(-(10**15), 10**15), st.text(alphabet, max_size=12),

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.support.fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_CSV = ROOT.parent / "shared" / "reference" / "transactions.csv"
 

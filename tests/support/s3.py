@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -242,10 +242,3 @@ def variables_to_remove(environ: Mapping[str, str] | None = None) -> list[str]:
 
 #: Metaflow settings of the caller kept by :func:`variables_to_remove` (conftest.py sets them).
 _METAFLOW_KEPT = frozenset({"METAFLOW_DATASTORE_SYSROOT_LOCAL", "METAFLOW_USER"})
-
-
-@contextlib.contextmanager
-def running_moto() -> Iterator[MotoServer]:
-    """A :class:`MotoServer` for the duration of the block."""
-    with MotoServer() as server:
-        yield server

@@ -11,14 +11,14 @@ ROWS ?= 1000000
 PUSHGATEWAY := /usr/bin/prometheus-pushgateway
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test test-deps bench browse clean
+.PHONY: install run test test-deps bench browse clean pg pg-stop
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,cluster]"
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -29,9 +29,21 @@ test-deps:
 	@test -x $(PUSHGATEWAY) || command -v prometheus-pushgateway >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus-pushgateway; }
+# PostgreSQL's server binaries (initdb, pg_ctl, postgres) for the throwaway test server (Debian package).
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql; }
 
 test: $(STAMP) test-deps
 	$(PY) -m pytest -n 2 --dist loadfile
+
+# A throwaway PostgreSQL on 127.0.0.1 for a person (data in .pg/, fsync off): prints its URL.
+pg: $(STAMP) test-deps
+	$(PY) -m tests.support.postgres start --dir .pg
+
+# Stop it and delete its data.
+pg-stop:
+	$(PY) -m tests.support.postgres stop --dir .pg
 
 # The benchmark harness: a generated ROWS-row file through the whole flow, fresh then re-run.
 bench: $(STAMP)

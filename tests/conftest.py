@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.support.fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_CSV = Path(__file__).resolve().parent / "data" / "reference_transactions.csv"
 
@@ -49,34 +51,6 @@ def store(sqlite_store):
 
 
 BACKENDS = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(scope="session")
-def postgres_server():
-    """A throwaway PostgreSQL server for this session (this xdist worker), stopped at the end."""
-    from tests.support.postgres import SKIP_ENV, PostgresUnavailable, ThrowawayPostgres, find_bindir
-
-    if find_bindir() is None:
-        message = ("PostgreSQL is not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin): "
-                   "run `make test-deps` (CI does), or set ENRICH_SKIP_POSTGRES=1 to skip")
-        if os.environ.get(SKIP_ENV, "").strip() == "1":
-            pytest.skip(message)
-        pytest.fail(message, pytrace=False)
-    server = ThrowawayPostgres()
-    try:
-        server.start()
-    except PostgresUnavailable as error:
-        pytest.fail(f"the throwaway PostgreSQL did not start: {error}", pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def postgres_url(postgres_server) -> str:
-    """URL (with the password) of a new, empty database on the session's server."""
-    return postgres_server.create_database()
 
 
 @pytest.fixture(params=BACKENDS)

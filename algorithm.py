@@ -159,12 +159,13 @@ def _hand_over(flow: type, argv: list[str]) -> int:
     sys.argv[1:] = argv
     try:
         flow()
+        code = 0
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except KeyboardInterrupt:
-        stopped = os.environ.get(STOP_SIGNAL_ENV, "SIGINT")
-        return 128 + int(signal.Signals[stopped])
-    return 0
+        code = 1
+    stopped = os.environ.get(STOP_SIGNAL_ENV)
+    return 128 + int(signal.Signals[stopped]) if stopped else code
 
 
 def _summarise(run_id_file: Path, argv: list[str]) -> None:

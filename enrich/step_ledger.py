@@ -41,6 +41,16 @@ class StepLedger:
         except (StorageError, OSError, ValueError) as exc:
             logger.warning("ledger not updated for %s (%s)", self.step, type(exc).__name__)
 
+    def resumed(self, user: str, settings: object | None) -> None:
+        """A resumed run (its earlier steps cloned, not run again): its own ledger row, with its own
+        user and the input and tag list it carries over from the run it resumes."""
+        fields: dict[str, object] = {"status": "running", "user": user}
+        if settings is not None:
+            tags = getattr(settings, "tag_list", None)
+            fields.update(input_path=getattr(settings, "transactions", None),
+                          tags_sha256=getattr(tags, "fingerprint", None), match_mode=getattr(tags, "mode", None))
+        self._write(lambda store: store.record_run(self.run_id, **fields))
+
     def finished(self, status: str, exc: BaseException | None = None) -> None:
         """The attempt ended: ``succeeded``, ``failed`` (with its error) or ``skipped``."""
         self._write(lambda store: store.record_step_attempt(self._row(status, exc)))

@@ -22,7 +22,7 @@ from typing import Any
 from metaflow import FlowMutator, current, user_step_decorator
 from metaflow.exception import MetaflowException
 
-from enrich.errors import PermanentError
+from enrich.errors import EnrichError, PermanentError
 from enrich.failures import Failure
 from enrich.logs import configure_logging
 
@@ -38,14 +38,21 @@ SIMULATE_ENV = "ENRICH_SIMULATE_FAILURE"  # the launcher's --simulate-failure fo
 STOP_SIGNAL_ENV = "ENRICH_STOP_SIGNAL"  # set by the launcher when SIGINT or SIGTERM stopped the run
 
 
-class SimulatedFailure(Exception):
-    """Raised inside the step named by ``--simulate-failure``."""
+class SimulatedFailure(EnrichError):
+    """Raised inside the step named by ``--simulate-failure`` (transient: retried like any such error)."""
 
 
 class RunFailed(MetaflowException):
     """The failure check found failures: the run ends non-zero after alerting."""
 
     headline = "Run failed"
+
+
+class AttemptFailed(MetaflowException):
+    """A step's attempt failed with a condition the project handles (a transient error): Metaflow's
+    ``@retry`` runs the step again. Printed as one line, not as an "Internal error" traceback."""
+
+    headline = "Attempt failed, retrying"
 
 
 class guarded(FlowMutator):  # noqa: N801 - used as a decorator, named like one
@@ -84,6 +91,8 @@ def guard(step_name, flow, inputs):  # type: ignore[no-untyped-def]
         yield {}
         return
     ledger.running()
+    if getattr(current, "origin_run_id", None) and step_name not in LOCK_FREE_STEPS:
+        ledger.resumed(current.username, getattr(flow, "settings", None))  # its own user, input, tag list
     try:
         if step_name not in LOCK_FREE_STEPS and store is not None:
             taken_over = runlock.hold(store, run_id, current.username)
@@ -100,7 +109,9 @@ def guard(step_name, flow, inputs):  # type: ignore[no-untyped-def]
             yield _raise_simulated if simulated_target(flow) == step_name else None
         except Exception as exc:  # every failure is recorded; what happens next depends on its kind
             if _failed(flow, step_name, ledger, exc):
-                raise
+                if isinstance(exc, EnrichError) and step_name not in UNCAUGHT_STEPS:
+                    raise AttemptFailed(f"{step_name}: {type(exc).__name__}: {_first_line(exc)}") from exc
+                raise  # a bug: its traceback is what a person needs
             fallback_transition(flow, step_name)
             return (None, {})  # recorded: later steps skip, end alerts; @retry does not repeat it
     ledger.finished("succeeded")
@@ -115,6 +126,7 @@ def _failed(flow: Any, step_name: str, ledger: Any, exc: Exception) -> bool:
     if step_name in UNCAUGHT_STEPS:
         return True
     retried = not isinstance(exc, PermanentError) and current.retry_count < RETRY_TIMES
+    logger.debug("%s failed", step_name, exc_info=exc)  # the traceback, with LOG_LEVEL=DEBUG
     logger.error("%s failed: %s: %s%s", step_name, type(exc).__name__, _first_line(exc),
                  f" (attempt {current.retry_count + 1}, retrying)" if retried else
                  " (permanent: not retried)" if isinstance(exc, PermanentError) else "")

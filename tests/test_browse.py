@@ -227,9 +227,6 @@ def test_canned_monitoring_queries_return_the_expected_rows(flow, site):
     assert canned(site, "failed_steps") == [] and canned(site, "runs_pending_enrichment") == []
 
 
-@pytest.mark.xfail(strict=True, reason="enrich/derivation.py tag_shard: _ambiguous_counts(ambiguous) is evaluated "
-                   "before stage_tags consumes the tagged() generator that fills it, so no ambiguous wording is "
-                   "ever staged (runs.ambiguous counts them, ambiguous_wordings stays empty)")
 def test_ambiguous_wordings_add_up_to_the_runs_ambiguous_count(flow, site):
     rows = canned(site, "most_ambiguous_wordings", run_id="")
     assert rows and all(r["run_id"] == flow.run_id and r["tags_found"] >= 2 for r in rows)

@@ -29,6 +29,7 @@ from enrich.ingest import (
     REASON_BAD_ID,
     REASON_INVALID_UTF8,
     REASON_MALFORMED_QUOTING,
+    REASON_NUL_IN_WORDING,
     REASON_RECORD_TOO_LONG,
     REASON_UNCLOSED_QUOTE,
     REASON_WRONG_FIELD_COUNT,
@@ -128,7 +129,7 @@ def check_chunk_shape(chunk: ParsedChunk) -> None:
 
 REASONS = {
     REASON_WRONG_FIELD_COUNT, REASON_INVALID_UTF8, REASON_BAD_ID, REASON_BAD_AMOUNT,
-    REASON_UNCLOSED_QUOTE, REASON_MALFORMED_QUOTING, REASON_RECORD_TOO_LONG,
+    REASON_UNCLOSED_QUOTE, REASON_MALFORMED_QUOTING, REASON_RECORD_TOO_LONG, REASON_NUL_IN_WORDING,
 }
 
 
@@ -227,10 +228,11 @@ def test_empty_and_verbatim_wording(tmp_path: Path) -> None:
     assert [r[3] for r in rows(valid)] == ["", "  padded  ", "\tx\t"]
 
 
-def test_nul_bytes_in_wording_are_kept(tmp_path: Path) -> None:
-    valid, rejected = parse_bytes(tmp_path, HEADER + b'1,1,a\x00b\n2,1,"\x00"\n')
-    assert rows(valid) == [(2, 1, 100, "a\x00b"), (3, 2, 100, "\x00")]
-    assert rejected.empty
+def test_nul_bytes_in_wording_are_refused_and_shown_escaped(tmp_path: Path) -> None:
+    valid, rejected = parse_bytes(tmp_path, HEADER + b'1,1,a\x00b\n2,1,"\x00"\n3,1,ok\n')
+    assert rows(valid) == [(4, 3, 100, "ok")]
+    assert rejected["line"].tolist() == [2, 3] and rejected["raw"].tolist() == ["1,1,a\\x00b", '2,1,"\\x00"']
+    assert all(reason.startswith(REASON_NUL_IN_WORDING) for reason in rejected["reason"])
 
 
 def test_unicode_wording(tmp_path: Path) -> None:
@@ -777,6 +779,8 @@ def reference_parse(text: str) -> tuple[list[tuple[int, int, int, str]], list[tu
             rejected.append((line, REASON_BAD_ID))
         elif cents is None:
             rejected.append((line, REASON_BAD_AMOUNT))
+        elif "\x00" in row[where[2]]:
+            rejected.append((line, REASON_NUL_IN_WORDING))
         else:
             valid.append((line, id_, cents, row[where[2]]))
     return valid, rejected

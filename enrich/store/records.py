@@ -37,6 +37,12 @@ class LoadStats(_Record):
     cents_in_file: int = 0  # control total: sum of the batch's amounts as read from the file
     cents_stored: int = 0  # the sum stored for those ids once the batch is loaded
 
+    def describe(self) -> str:
+        """The batch in one line, for the log."""
+        return (f"{self.rows_read:,} rows read: {self.rows_loaded:,} loaded ({self.rows_new:,} new, "
+                f"{self.rows_updated:,} updated, {self.rows_unchanged:,} unchanged), {self.rows_rejected:,} "
+                f"rejected, {self.rows_duplicate:,} duplicate")
+
 
 @dataclass(frozen=True)
 class PublishStats(_Record):

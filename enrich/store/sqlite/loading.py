@@ -77,7 +77,7 @@ def load_batch(path: Path, run_id: str, chunks: Iterable[ParsedChunk]) -> LoadSt
                       rows_updated=changed - new, rows_unchanged=existing - (changed - new),
                       rows_rejected=rejected, rows_duplicate=rows_read - rows_loaded - rejected,
                       cents_in_file=in_file or 0, cents_stored=stored or 0)
-    logger.info("loaded batch: %s (%d conflicting ids)", stats, conflicts)
+    logger.info("loaded batch: %s (%d conflicting ids among the rejected)", stats.describe(), conflicts)
     return stats
 
 

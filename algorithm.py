@@ -3,7 +3,8 @@
 The flow itself is ``flows/enrichment_flow.py``; this launcher does, explicitly, what must
 happen before Metaflow starts and after it ends:
 
-* ``--tags PATH`` is accepted for the flow's ``--tag-list`` (Metaflow reserves ``tags``);
+* ``--tags PATH`` is accepted for the flow's ``--tag-list`` (Metaflow reserves ``tags``), and
+  ``--decimal-comma`` as a flag;
 * Metaflow gets a user name when the shell has none (cron, CI, containers: ``USER`` unset
   or ``root``, which Metaflow refuses);
 * a ``run`` is checked before any task starts (:mod:`enrich.preflight`): a missing input,
@@ -57,9 +58,11 @@ def command_hint() -> str:
 
 
 def tags_alias(argv: list[str]) -> list[str]:
-    """``--tags PATH`` as the flow's ``--tag-list PATH``."""
-    return ["--tag-list" if arg == "--tags" else
+    """``--tags PATH`` as the flow's ``--tag-list PATH``, and ``--decimal-comma`` as a flag (Metaflow's
+    boolean parameters take a value: ``--decimal-comma true``)."""
+    argv = ["--tag-list" if arg == "--tags" else
             "--tag-list=" + arg[len("--tags="):] if arg.startswith("--tags=") else arg for arg in argv]
+    return [f"{arg}=true" if arg == "--decimal-comma" else arg for arg in argv]
 
 
 def ensure_user_name(environ: dict[str, str]) -> None:

@@ -25,6 +25,9 @@ class RunOptions:
     match: str
     simulate_failure: str
     shards: int
+    encoding: str = ""
+    delimiter: str = ""
+    decimal_comma: bool = False
 
 
 def parse_run_options(argv: Sequence[str]) -> RunOptions:
@@ -36,13 +39,16 @@ def parse_run_options(argv: Sequence[str]) -> RunOptions:
     parser.add_argument("--match", default="word")
     parser.add_argument("--simulate-failure", default="")
     parser.add_argument("--shards", default="1")
+    parser.add_argument("--encoding", default="")
+    parser.add_argument("--delimiter", default="")
+    parser.add_argument("--decimal-comma", default="false")
     known, _ = parser.parse_known_args(list(argv))
     try:
         shards = int(known.shards)
     except ValueError:
         shards = 0
     return RunOptions(known.transactions, known.database, known.tag_list, known.match, known.simulate_failure,
-                      shards)
+                      shards, known.encoding, known.delimiter, known.decimal_comma.lower() in ("true", "1", "yes"))
 
 
 def problems(options: RunOptions, steps: Sequence[str]) -> list[str]:
@@ -55,6 +61,7 @@ def problems(options: RunOptions, steps: Sequence[str]) -> list[str]:
         lambda: settings.check_database_location(parse_location(options.database)),
         lambda: settings.tag_list_from(options.tag_list, options.match),
         lambda: settings.check_shards(options.shards),
+        lambda: settings.dialect_from(options.encoding, options.delimiter, options.decimal_comma),
         lambda: _check_simulated(options.simulate_failure, steps),
         _check_twilio,
     ]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from enrich.errors import ConfigurationError, PermanentError
+from enrich.ingest.dialect import CsvDialect
 from enrich.store.location import DatabaseLocation, parse_location
 from enrich.tagging import TagList, load_tag_list
 
@@ -36,6 +37,7 @@ class RunSettings:
     transactions: str  # a local path (absolute) or an s3:// URL
     tag_list: TagList
     shards: int = 1
+    dialect: CsvDialect = CsvDialect()
 
     def for_run(self, run_id: str) -> "RunSettings":
         """These settings for run ``run_id`` (a resumed run reuses its origin's settings under its own id)."""
@@ -43,12 +45,13 @@ class RunSettings:
 
     @classmethod
     def resolve(cls, run_id: str, database: str, transactions: str, tags: str | None, match: str,
-                shards: int = 1) -> "RunSettings":
+                shards: int = 1, dialect: CsvDialect | None = None) -> "RunSettings":
         """Check and resolve the parameters (raises :class:`BadSetting`, ``TagListError``...)."""
         location = parse_location(database)
         check_database_location(location)
         return cls(run_id=run_id, database=location, transactions=resolve_input(transactions),
-                   tag_list=load_tag_list(tags or None, check_match(match)), shards=check_shards(shards))
+                   tag_list=load_tag_list(tags or None, check_match(match)), shards=check_shards(shards),
+                   dialect=dialect or CsvDialect())
 
 
 def is_remote(path: str) -> bool:
@@ -95,3 +98,9 @@ def check_shards(shards: int) -> int:
 def tag_list_from(path: str | None, match: str) -> TagList:
     """The tag list of ``--tags`` (the four default tags when empty), validated."""
     return load_tag_list(path or None, check_match(match))
+
+
+def dialect_from(encoding: str, delimiter: str, decimal_comma: bool) -> CsvDialect:
+    """The CSV dialect of ``--encoding``, ``--delimiter`` and ``--decimal-comma`` (validated: raises
+    :class:`enrich.ingest.DialectError`, a permanent configuration error)."""
+    return CsvDialect.from_options(encoding or None, delimiter or None, bool(decimal_comma))

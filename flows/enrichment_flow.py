@@ -55,16 +55,22 @@ class TransactionEnrichmentFlow(FlowSpec):
     reject_threshold = Parameter("reject-threshold", default=0.01, type=float,
                                  help="Largest share of rejected rows before the run fails.")
     shards = Parameter("shards", default=1, type=int, help="Tag in this many parallel id ranges (default 1).")
+    encoding = Parameter("encoding", default="", help="Encoding of the CSV, any Python codec (default UTF-8).")
+    delimiter = Parameter("delimiter", default="", help="Field delimiter of the CSV: one character, or tab "
+                                                        "(default ,).")
+    decimal_comma = Parameter("decimal-comma", default=False, type=bool,
+                              help="Amounts written like -12,50 (only with a delimiter other than ,).")
 
     @step
     def start(self):
         """Resolve and validate the parameters once, so that bad settings fail before any write."""
         from enrich import stages
-        from enrich.settings import RunSettings
+        from enrich.settings import RunSettings, dialect_from
 
         self.failing_step = choose_failing_step(self.simulate_failure, list(self._graph.nodes))
-        self.settings = RunSettings.resolve(run_id(), self.database, self.transactions, self.tag_list,
-                                            self.match, self.shards)
+        self.settings = RunSettings.resolve(run_id(), self.database, self.transactions, self.tag_list, self.match,
+                                            self.shards, dialect_from(self.encoding, self.delimiter,
+                                                                      self.decimal_comma))
         self.figures = stages.begin_run(self.settings, current.username)
         self.next(self.ingest)
 
@@ -74,7 +80,8 @@ class TransactionEnrichmentFlow(FlowSpec):
         from enrich import ingest, stages
 
         settings = self.settings.for_run(run_id())
-        self.load_stats, self.figures = stages.ingest(settings, ingest.read_chunks(settings.transactions))
+        self.load_stats, self.figures = stages.ingest(settings, ingest.read_chunks(settings.transactions,
+                                                                                   settings.dialect))
         self.next(self.plan_tagging, self.annotate_transactions, self.index_wordings)
 
     @step

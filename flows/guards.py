@@ -36,6 +36,11 @@ LOCK_FREE_STEPS = ALWAYS_RUN_STEPS  # they write only the ledger
 BRANCH_LOCAL_ARTIFACTS = ("failures", CATCH_VAR, "_catch_exception", "figures")
 SIMULATE_ENV = "ENRICH_SIMULATE_FAILURE"  # the launcher's --simulate-failure for a resumed run
 STOP_SIGNAL_ENV = "ENRICH_STOP_SIGNAL"  # set by the launcher when SIGINT or SIGTERM stopped the run
+SCHEDULE_ENV = "ENRICH_SCHEDULE"  # the deployed flow's cron (default: daily)
+#: What a step asks of a cluster node (honoured by @kubernetes and @batch, ignored by local runs): the
+#: tagging shards are CPU work in Arrow; annotating and indexing are statements the database runs.
+RESOURCES = {"tag_transactions": {"cpu": int(os.environ.get("ENRICH_TAGGING_CPU", "4")),
+                                  "memory": int(os.environ.get("ENRICH_TAGGING_MEMORY_MB", "8000"))}}
 
 
 class SimulatedFailure(EnrichError):
@@ -56,15 +61,28 @@ class AttemptFailed(MetaflowException):
 
 
 class guarded(FlowMutator):  # noqa: N801 - used as a decorator, named like one
-    """Add ``@retry``, ``@catch`` and the :func:`guard` wrapper to every step, from one place."""
+    """Add ``@retry``, ``@catch`` and the :func:`guard` wrapper to every step, from one place; for a
+    deployment, ``@schedule`` on the flow and ``@resources`` on the CPU-bound tagging step."""
+
+    def pre_mutate(self, mutable_flow: Any) -> None:
+        mutable_flow.add_decorator("schedule", deco_kwargs=schedule(os.environ))
 
     def mutate(self, mutable_flow: Any) -> None:
         for name, mutable_step in mutable_flow.steps:
+            if name in RESOURCES:
+                mutable_step.add_decorator("resources", deco_kwargs=RESOURCES[name])
             if name not in UNCAUGHT_STEPS:
                 mutable_step.add_decorator("retry", deco_kwargs={"times": RETRY_TIMES, "minutes_between_retries": 0})
                 if not _is_foreach_split(mutable_flow._flow_cls, name):
                     mutable_step.add_decorator("catch", deco_kwargs={"var": CATCH_VAR, "print_exception": False})
             mutable_step.add_decorator(guard)
+
+
+def schedule(environ: Any) -> dict[str, Any]:
+    """``@schedule``'s arguments: ``$ENRICH_SCHEDULE`` as a cron expression, else daily. It only
+    matters to a scheduler (Argo Workflows, Step Functions); a local run ignores it."""
+    cron = (environ.get(SCHEDULE_ENV) or "").strip()
+    return {"cron": cron} if cron else {"daily": True}
 
 
 def _is_foreach_split(flow_cls: Any, name: str) -> bool:

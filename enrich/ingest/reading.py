@@ -43,7 +43,10 @@ _DONE: Final = object()
 
 
 def open_input(path: str) -> BinaryIO:
-    """Open the file for reading, or raise :class:`InputFileError` saying what to do."""
+    """Open the file (a local path, or an ``s3://`` URL) for reading, or raise
+    :class:`InputFileError` saying what to do."""
+    if path.startswith("s3://"):
+        return _open_object(path)
     try:
         return open(path, "rb")  # noqa: SIM115 - closed by the caller's with-block
     except FileNotFoundError as exc:
@@ -60,6 +63,17 @@ def open_input(path: str) -> BinaryIO:
         ) from exc
     except OSError as exc:
         raise InputFileError(f"{path}: cannot open the file ({exc}). Check the path.") from exc
+
+
+def _open_object(url: str) -> BinaryIO:
+    """An ``s3://`` object as a stream (Arrow's S3 filesystem; see :func:`enrich.files.open_input`)."""
+    from enrich.files import open_input as open_object
+
+    try:
+        return open_object(url)
+    except OSError as exc:  # pyarrow reports S3 errors (missing key, access denied) as OSError
+        raise InputFileError(f"{url}: cannot read the object ({' '.join(str(exc).split())}). Check the URL "
+                             "and the credentials (AWS_* variables).") from exc
 
 
 def checked_reader(name: str, stream: BinaryIO) -> Callable[[int], bytes]:

@@ -17,7 +17,7 @@ from enrich.checks import CheckResult, CheckSettings
 from enrich.derivation import RULES_KEYS, Derived
 from enrich.failures import Failure
 from enrich.store import ANNOTATIONS, TAGS, CheckRecord, LoadStats, Store
-from enrich.tagging import TagList
+from enrich.taglists import TagList
 
 logger = logging.getLogger(__name__)
 

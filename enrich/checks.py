@@ -20,14 +20,15 @@ Warnings (reported in the card and the metrics):
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
-import pyarrow as pa
+if TYPE_CHECKING:  # numpy, Arrow and the tag matcher are imported by the two scans that use them
+    import pyarrow as pa
 
-from enrich import tagging
+    from enrich.taglists import TagList
 
 Severity = Literal["critical", "warning", "info"]
 
@@ -105,8 +106,12 @@ _REPAIRED = ("; the table had been changed outside the pipeline and this run re-
              "find out who or what changed it")
 
 
-def tag_discrepancies(tables: Iterable[pa.Table], tags: tagging.TagList) -> dict[str, int]:
+def tag_discrepancies(tables: Iterable[pa.Table], tags: TagList) -> dict[str, int]:
     """Compare stored tags (tables of id, wording, tag) with what the rules give for each wording."""
+    import numpy as np
+
+    from enrich import tagging
+
     counts = {"missing": 0, "stale": 0, "wrong": 0, "checked": 0}
     for table in tables:
         matches, expected = tagging.match_tags(table.column("wording"), tags)
@@ -146,7 +151,7 @@ def check_volume(read: int, history: Sequence[int], tolerance: float) -> CheckRe
     """Rows read within ±tolerance of the median of recent succeeded runs."""
     if not history:
         return _result("volume", "warning", True, read, "no history", "no earlier run to compare with", "")
-    median = float(np.median(history))
+    median = float(statistics.median(history))
     low, high = median * (1 - tolerance), median * (1 + tolerance)
     return _result("volume", "warning", low <= read <= high, read, f"{low:.0f}..{high:.0f}",
                    f"{read} rows, median of last {len(history)} runs {median:.0f}",
@@ -180,13 +185,14 @@ def check_drift(dimension: str, current: Mapping[str, int], baseline: Mapping[st
                    f"vs {_shares(baseline)}")
 
 
-ANOMALY_SCHEMA = pa.schema([("transaction_id", pa.int64()), ("kind", pa.string()), ("amount_cents", pa.int64()),
-                            ("detail", pa.string())])
-
-
 def amount_outliers(amounts: pa.Table, factor: float) -> tuple[pa.Table, tuple[int, int] | None]:
     """Transactions (id, amount_cents) beyond median ± factor·MAD, farthest first; the bounds, or
     None when undefined."""
+    import numpy as np
+    import pyarrow as pa
+
+    ANOMALY_SCHEMA = pa.schema([("transaction_id", pa.int64()), ("kind", pa.string()),  # noqa: N806
+                                ("amount_cents", pa.int64()), ("detail", pa.string())])
     cents = amounts.column("amount_cents").to_numpy().astype(np.int64)
     if len(cents) == 0:
         return ANOMALY_SCHEMA.empty_table(), None

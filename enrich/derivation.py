@@ -17,12 +17,15 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
-from enrich import annotation, checks
+from enrich import annotation
 from enrich.logs import Progress
 from enrich.store import ANNOTATIONS, TAGS, ConcurrentModification, Store
-from enrich.tagging import TagList, tag_table
+from enrich.taglists import TagList
+
+if TYPE_CHECKING:  # the tagging shards import Arrow and the matcher; the other stages do not need them
+    import pyarrow as pa
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +94,9 @@ def derive_tag_shard(store: Store, run_id: str, tags: TagList, shard: int, shard
     When the tags table was changed outside the pipeline, also count what is wrong in this
     shard's range (the repair report), before re-deriving it.
     """
+    from enrich import checks
+    from enrich.tagging import tag_table
+
     scope = scope_of(store, TAGS, tags.fingerprint)
     ids = shard_ranges(store.scope_id_range(scope.covered), shards)[shard]
     repaired: dict[str, int] = {}
@@ -120,6 +126,8 @@ def derive_tag_shard(store: Store, run_id: str, tags: TagList, shard: int, shard
 
 def _ambiguous_counts(parts: Sequence[pa.Table]) -> pa.Table:
     """Per distinct ambiguous wording: the most tags found and how many transactions."""
+    import pyarrow as pa
+
     if not parts:
         return pa.table({"wording": pa.array([], pa.large_string()), "tags_found": pa.array([], pa.int64()),
                          "transactions": pa.array([], pa.int64())})

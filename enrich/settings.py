@@ -14,7 +14,7 @@ from pathlib import Path
 from enrich.errors import ConfigurationError, PermanentError
 from enrich.ingest.dialect import CsvDialect
 from enrich.store.location import DatabaseLocation, parse_location
-from enrich.tagging import TagList, load_tag_list
+from enrich.taglists import TagList, load_tag_list
 
 MATCH_MODES = ("word", "substring")
 

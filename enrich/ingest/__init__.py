@@ -148,10 +148,11 @@ the same file, one row at a time.)  The measuring script is kept out of the prod
 """
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-from enrich.ingest.chunks import ParsedChunk
 from enrich.ingest.contract import (
     MAX_AMOUNT_INTEGER_DIGITS,
     MAX_ID,
@@ -176,9 +177,22 @@ from enrich.ingest.exceptions import (
     MalformedHeaderError,
     MissingColumnError,
 )
-from enrich.ingest.header import read_header
-from enrich.ingest.numbers import parse_amounts, parse_ids
-from enrich.ingest.reading import PREFETCH_CHUNKS, input_reader, iter_chunks, open_input, prefetch
+
+if TYPE_CHECKING:
+    from enrich.ingest.chunks import ParsedChunk
+    from enrich.ingest.numbers import parse_amounts, parse_ids
+    from enrich.ingest.reading import PREFETCH_CHUNKS
+
+#: The names exported from the reading machinery (numpy, pyarrow, pandas): imported on first use, so
+#: that a process needing only the contract (the flow's settings: the dialect) does not pay for them.
+_FROM_MACHINERY = {"ParsedChunk": "enrich.ingest.chunks", "parse_amounts": "enrich.ingest.numbers",
+                   "parse_ids": "enrich.ingest.numbers", "PREFETCH_CHUNKS": "enrich.ingest.reading"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_MACHINERY:
+        return getattr(importlib.import_module(_FROM_MACHINERY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "CsvDialect",
@@ -246,6 +260,9 @@ def read_chunks(
         raise ValueError(f"chunk_bytes must be at least 1, got {chunk_bytes}")
     if max_record_bytes < 1:
         raise ValueError(f"max_record_bytes must be at least 1, got {max_record_bytes}")
+    from enrich.ingest.header import read_header
+    from enrich.ingest.reading import PREFETCH_CHUNKS, input_reader, iter_chunks, open_input, prefetch
+
     name = os.fsdecode(os.fspath(path))
     with open_input(name) as stream:
         read_header(name, input_reader(name, stream, dialect), _HEADER_PROBE_BYTES, max_record_bytes,

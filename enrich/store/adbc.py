@@ -9,15 +9,23 @@ backend.
 
 It is written on the driver manager's own API rather than its DB-API module, which imports
 ``pyarrow.dataset`` and with it pandas: about half a second in every process that opens a
-database, for conveniences this module does not use.
+database. Small statements (the ledger, the lock, the checks' counts) bind and read their
+values through nanoarrow, which imports in milliseconds; only the bulk paths (Arrow tables
+and batches in and out) import pyarrow. A step that writes nothing but ledger rows pays for
+neither numpy nor pyarrow.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import adbc_driver_manager
-import pyarrow as pa
+import nanoarrow as na
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: Every error an ADBC driver raises.
 DriverError = adbc_driver_manager.Error
@@ -65,13 +73,14 @@ class Cursor:
             raise
         return statement
 
-    def _query(self, sql: str, params: Sequence[object]) -> tuple[Any, pa.RecordBatchReader]:
+    def _query(self, sql: str, params: Sequence[object]) -> tuple[Any, Any]:
+        """The statement and its result stream handle (the caller reads it, then closes the statement)."""
         statement = self._statement(sql)
         try:
             if params:
                 statement.bind(_parameters(params))
             handle, _ = statement.execute_query()
-            return statement, pa.RecordBatchReader._import_from_c(handle.address)
+            return statement, handle
         except BaseException:
             statement.close()
             raise
@@ -97,32 +106,46 @@ class Cursor:
             return
         statement = self._statement(sql)
         try:
-            columns = list(zip(*rows))
-            statement.bind(pa.record_batch([pa.array(list(column)) for column in columns],
-                                           names=[str(i) for i in range(len(columns))]))
+            statement.bind(_struct([_column(list(column)) for column in zip(*rows)]))
             statement.execute_update()
         finally:
             statement.close()
 
     def table(self, sql: str, params: Sequence[object] = ()) -> pa.Table:
-        statement, reader = self._query(sql, params)
+        """The result as an Arrow table (bulk reads)."""
+        import pyarrow as pa
+
+        statement, handle = self._query(sql, params)
         try:
-            return reader.read_all()
+            return pa.RecordBatchReader._import_from_c(handle.address).read_all()
         finally:
             statement.close()
 
     def batches(self, sql: str, params: Sequence[object] = ()) -> pa.RecordBatchReader:
-        """The result as a stream of batches (read it before the next statement on this cursor)."""
-        statement, reader = self._query(sql, params)
-        self._open.append(statement)
-        return reader
+        """The result as a stream of Arrow batches (read it before the next statement on this cursor)."""
+        import pyarrow as pa
 
-    def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        return _rows(self.table(sql, params))
+        statement, handle = self._query(sql, params)
+        self._open.append(statement)
+        return pa.RecordBatchReader._import_from_c(handle.address)
 
     def dicts(self, sql: str, params: Sequence[object] = ()) -> list[dict[str, Any]]:
-        """The rows as dicts (column name to value)."""
-        return self.table(sql, params).to_pylist()
+        """The rows as dicts (column name to value), read without pyarrow."""
+        statement, handle = self._query(sql, params)
+        try:
+            with _opaque_as_text():
+                return [row for batch in na.ArrayStream(handle) for row in batch.iter_py()]
+        finally:
+            statement.close()
+
+    def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """The rows as tuples, by position (two columns may share a name), read without pyarrow."""
+        statement, handle = self._query(sql, params)
+        try:
+            with _opaque_as_text():
+                return [row for batch in na.ArrayStream(handle) for row in batch.iter_tuples()]
+        finally:
+            statement.close()
 
     def row(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
         found = self.rows(sql, params)
@@ -134,6 +157,8 @@ class Cursor:
 
     def ingest(self, table: str, data: pa.Table | pa.RecordBatchReader, temporary: bool = False) -> int:
         """Append ``data`` to the existing ``table``; returns the rows written (-1 when unknown)."""
+        import pyarrow as pa
+
         statement = adbc_driver_manager.AdbcStatement(self.connection.handle)
         try:
             statement.set_options(**{**_INGEST_OPTIONS, "adbc.ingest.target_table": table,
@@ -146,18 +171,47 @@ class Cursor:
             statement.close()
 
 
-def _parameters(params: Sequence[object]) -> pa.RecordBatch:
-    """One row of positional parameters as an Arrow batch (column i is parameter i + 1)."""
-    return pa.record_batch([pa.array([value]) for value in params], names=[str(i) for i in range(len(params))])
+@contextmanager
+def _opaque_as_text() -> Iterator[None]:
+    """Read a type the driver passes as text (PostgreSQL's numeric, a SUM of bigint) as that text,
+    as pyarrow does, without a warning for every value."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*unregistered extension 'arrow\.opaque'")
+        yield
 
 
-def _rows(table: pa.Table) -> list[tuple[Any, ...]]:
-    columns = [column.to_pylist() for column in table.columns]
-    return list(zip(*columns)) if columns else []
+def _parameters(params: Sequence[object]) -> Any:
+    """One row of positional parameters as an Arrow struct array (field i is parameter i + 1)."""
+    return _struct([_column([value]) for value in params])
+
+
+def _struct(columns: list[Any]) -> Any:
+    """Columns (nanoarrow arrays of one length) as one Arrow struct array, fields named 0, 1, ..."""
+    schema = na.struct({str(i): column.schema for i, column in enumerate(columns)})
+    return na.c_array_from_buffers(schema, len(columns[0]) if columns else 0, [None], children=columns)
+
+
+def _column(values: list[object]) -> Any:
+    """``values`` (None, bool, int, float, str or bytes, one kind besides None) as a nanoarrow array."""
+    kind = next((type(value) for value in values if value is not None), None)
+    if kind is None:
+        return na.c_array_from_buffers(na.null(), len(values), [])
+    if kind is bool:
+        values = [None if value is None else int(value) for value in values]
+        kind = int
+    if kind is int:
+        return na.c_array(values, na.int64())
+    if kind is float:
+        return na.c_array(values, na.float64())
+    if kind is bytes:
+        return na.c_array(values, na.large_binary())
+    return na.c_array([None if value is None else str(value) for value in values], na.large_string())
 
 
 def rechunk(batches: Iterator[pa.RecordBatch], schema: pa.Schema, rows: int) -> Iterator[pa.Table]:
     """Arrow batches regrouped into tables of ``rows`` rows (the last one shorter), cast to ``schema``."""
+    import pyarrow as pa
+
     pending: list[pa.RecordBatch] = []
     held = 0
     for batch in batches:

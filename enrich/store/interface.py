@@ -11,9 +11,10 @@ at all, so a retry repeats it safely. Parallel writers wait for each other.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from enrich.figures import RunRecord
 from enrich.store.location import DatabaseLocation

@@ -11,14 +11,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from enrich.figures import RUN_COLUMNS, RunRecord, run_fields
 from enrich.store.adbc import Cursor
 from enrich.store.records import AlertRecord, CheckRecord, StepAttempt
 from enrich.store.timeutil import utc_now
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 _PLACEHOLDER = re.compile(r"\?")
 
@@ -40,6 +41,10 @@ def _column(name: str) -> str:
     return '"user"' if name == "user" else name
 
 
+#: Every transaction with its tag and annotation, by id (the same on every backend).
+ENRICHED_SQL = """SELECT t.id, t.amount_cents, t.wording, g.tag, a.annotation
+    FROM transactions t LEFT JOIN tags g ON g.transaction_id = t.id
+    LEFT JOIN annotations a ON a.transaction_id = t.id ORDER BY t.id"""
 _RUN_SELECT = "SELECT " + ", ".join(_column(c) for c in RUN_COLUMNS) + " FROM runs"
 
 

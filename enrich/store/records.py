@@ -37,6 +37,16 @@ class LoadStats(_Record):
     cents_in_file: int = 0  # control total: sum of the batch's amounts as read from the file
     cents_stored: int = 0  # the sum stored for those ids once the batch is loaded
 
+    @classmethod
+    def of_load(cls, *, rows_read: int, rows_loaded: int, new: int, changed: int, rejected: int,
+                cents_in_file: int, cents_stored: int) -> "LoadStats":
+        """The figures of a load from what it counted: ``changed`` rows written (new or updated)."""
+        updated = changed - new
+        return cls(rows_read=rows_read, rows_loaded=rows_loaded, rows_new=new, rows_updated=updated,
+                   rows_unchanged=rows_loaded - new - updated, rows_rejected=rejected,
+                   rows_duplicate=rows_read - rows_loaded - rejected, cents_in_file=cents_in_file,
+                   cents_stored=cents_stored)
+
     def describe(self) -> str:
         """The batch in one line, for the log."""
         return (f"{self.rows_read:,} rows read: {self.rows_loaded:,} loaded ({self.rows_new:,} new, "

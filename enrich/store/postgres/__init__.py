@@ -16,26 +16,26 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from enrich.figures import RunRecord
 from enrich.store.adbc import Cursor
 from enrich.store.errors import AccessDenied, StorageError
 from enrich.store.interface import ParsedChunk
-from enrich.store.ledger import Ledger
+from enrich.store.ledger import ENRICHED_SQL, Ledger
 from enrich.store.location import POSTGRESQL, DatabaseLocation
 from enrich.store.postgres import backup as backups
 from enrich.store.postgres import checks, enrichment, lock, schema, search
 from enrich.store.postgres.connection import DriverError, connect, missing_database, transaction
-from enrich.store.postgres.enrichment import plain_table
 from enrich.store.postgres.lock import DIALECT
 from enrich.store.postgres.queries import CANNED_QUERIES
 from enrich.store.queries import positional
 from enrich.store.records import (AlertRecord, CheckRecord, LoadStats, LockClaim, LockHolder, LockOutcome,
                                   PublishStats, StepAttempt)
 from enrich.store.timeutil import utc_after
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 READ_CHUNK_ROWS = 500_000
 NO_WAIT_MS = 200  # how long a courtesy write waits for another writer
@@ -262,10 +262,10 @@ class PostgresStore:
             return ledger.ambiguous_wordings(run_id)
 
     def enriched_transactions(self) -> pa.Table:
+        from enrich.store.batches import ENRICHED_SCHEMA, plain
+
         with self._cursor(bulk=True) as cur:
-            return plain_table(cur.table("""SELECT t.id, t.amount_cents, t.wording, g.tag, a.annotation
-                FROM transactions t LEFT JOIN tags g ON g.transaction_id = t.id
-                LEFT JOIN annotations a ON a.transaction_id = t.id ORDER BY t.id"""))
+            return plain(cur.table(ENRICHED_SQL), ENRICHED_SCHEMA)
 
     def search_wordings(self, query: str, limit: int = 100) -> list[dict[str, Any]]:
         with self._cursor() as cur:

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from enrich.store.adbc import Cursor, rechunk
 from enrich.store.location import DatabaseLocation
@@ -11,7 +10,8 @@ from enrich.store.postgres.connection import connect
 from enrich.store.shared_sql import annotation_case_sql
 
 _ALL_IDS = (-(2**63), 2**63 - 1)
-_STORED_TAGS_SCHEMA = pa.schema([("id", pa.int64()), ("wording", pa.large_string()), ("tag", pa.large_string())])
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def annotation_discrepancies(cur: Cursor, ids: tuple[int, int] | None) -> dict[str, int]:
@@ -37,11 +37,13 @@ def id_range(cur: Cursor) -> tuple[int, int] | None:
 
 def iter_stored_tags(location: DatabaseLocation, ids: tuple[int, int] | None, chunk_rows: int) -> Iterator[pa.Table]:
     """Every transaction's id and wording with its stored tag (null if untagged), by id (streamed)."""
+    from enrich.store.batches import STORED_TAGS_SCHEMA
+
     with connect(location, bulk=True) as cur:
         reader = cur.batches("SELECT t.id, t.wording, g.tag FROM transactions t "
                              "LEFT JOIN tags g ON g.transaction_id = t.id WHERE t.id BETWEEN $1 AND $2 ORDER BY t.id",
                              ids or _ALL_IDS)
-        yield from rechunk(iter(reader), _STORED_TAGS_SCHEMA, chunk_rows)
+        yield from rechunk(iter(reader), STORED_TAGS_SCHEMA, chunk_rows)
 
 
 def orphan_counts(cur: Cursor) -> dict[str, int]:

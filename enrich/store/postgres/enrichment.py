@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
-
-import numpy as np
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from enrich.store.adbc import Cursor, rechunk
 from enrich.store.errors import ConcurrentModification, ConstraintViolation
@@ -26,16 +23,13 @@ from enrich.store.postgres.schema import SEARCH_INDEX, SEARCH_INDEX_SQL, SEARCH_
 from enrich.store.records import ANNOTATIONS, SEARCH, TAGS, PublishStats
 from enrich.store.shared_sql import annotation_case_sql, fingerprint, fingerprint_key, fingerprint_sql
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 logger = logging.getLogger(__name__)
 
-TRANSACTION_TYPES = {"id": pa.int64(), "amount_cents": pa.int64(), "wording": pa.large_string()}
 #: Rows indexed at once from which the search index is built anew rather than added to.
 REBUILD_ROWS = 100_000
-_STAGED_TAGS_SCHEMA = pa.schema([("run", pa.int64()), ("shard", pa.int64()),
-                                 ("transaction_id", pa.int64()), ("tag", pa.large_string())])
-_STAGED_AMBIGUOUS_SCHEMA = pa.schema([("run_id", pa.large_string()), ("shard", pa.int64()),
-                                      ("wording", pa.large_string()), ("tags_found", pa.int64()),
-                                      ("transactions", pa.int64())])
 
 
 # ..................................................................... state
@@ -78,15 +72,15 @@ def scope_id_range(cur: Cursor, runs: Sequence[str] | None) -> tuple[int, int] |
 def iter_transactions(location: DatabaseLocation, columns: Sequence[str], runs: Sequence[str] | None,
                       ids: tuple[int, int] | None, chunk_rows: int) -> Iterator[pa.Table]:
     """Stored transactions in id order, ``chunk_rows`` at a time (streamed: see the interface)."""
-    if not set(columns) <= set(TRANSACTION_TYPES):
-        raise ValueError(f"unknown columns {sorted(set(columns) - set(TRANSACTION_TYPES))}")
+    from enrich.store.batches import transaction_schema
+
+    schema = transaction_schema(columns)
     if runs is not None and not runs:
         return
     scope, params = scope_sql(runs)
     if ids is not None:
         scope = f"{scope} AND id BETWEEN ${len(params) + 1} AND ${len(params) + 2}"
         params = [*params, *ids]
-    schema = pa.schema([(name, TRANSACTION_TYPES[name]) for name in columns])
     with connect(location, bulk=True) as cur:
         reader = cur.batches(f"SELECT {', '.join(columns)} FROM transactions WHERE {scope} ORDER BY id", params)
         yield from rechunk(iter(reader), schema, chunk_rows)
@@ -94,50 +88,31 @@ def iter_transactions(location: DatabaseLocation, columns: Sequence[str], runs: 
 
 def transaction_amounts(location: DatabaseLocation, runs: Sequence[str]) -> pa.Table:
     """``id`` and ``amount_cents`` of the transactions last changed by ``runs``, in one read."""
-    schema = pa.schema([("id", pa.int64()), ("amount_cents", pa.int64())])
+    from enrich.store.batches import AMOUNTS_SCHEMA, plain
+
     if not runs:
-        return schema.empty_table()
+        return AMOUNTS_SCHEMA.empty_table()
     scope, params = scope_sql(runs)
     with connect(location, bulk=True) as cur:
-        return plain_table(cur.table(f"SELECT id, amount_cents FROM transactions WHERE {scope}", params)).cast(schema)
-
-
-def plain_table(table: pa.Table) -> pa.Table:
-    """A table read back without the driver's per-field metadata."""
-    return table.replace_schema_metadata(None).cast(pa.schema([pa.field(f.name, f.type) for f in table.schema]))
+        return plain(cur.table(f"SELECT id, amount_cents FROM transactions WHERE {scope}", params), AMOUNTS_SCHEMA)
 
 
 # ..................................................................... tags: staged, then published
 def stage_tags(location: DatabaseLocation, run_id: str, shard: int, tags: Iterable[pa.RecordBatch],
                ambiguous: pa.Table | Callable[[], pa.Table]) -> int:
     """Stage one shard's tags and ambiguous wordings, replacing what it staged before (one transaction)."""
-    staged, key = 0, 0
+    from enrich.store.batches import StagedTags, staged_ambiguous
 
-    def batches() -> Iterator[pa.RecordBatch]:
-        nonlocal staged
-        for batch in tags:
-            staged += batch.num_rows
-            yield pa.RecordBatch.from_arrays(
-                [pa.array(np.full(batch.num_rows, key, np.int64)), pa.array(np.full(batch.num_rows, shard, np.int64)),
-                 batch.column("transaction_id").cast(pa.int64()), batch.column("tag").cast(pa.large_string())],
-                schema=_STAGED_TAGS_SCHEMA)
-
+    staged = StagedTags(shard, tags)
     with connect(location, bulk=True) as cur, transaction(cur):
         key = run_key(cur, run_id)
         cur.execute("DELETE FROM staged_tags WHERE run = $1 AND shard = $2", (key, shard))
         cur.execute("DELETE FROM staged_ambiguous WHERE run_id = $1 AND shard = $2", (run_id, shard))
-        cur.ingest("staged_tags", pa.RecordBatchReader.from_batches(_STAGED_TAGS_SCHEMA, batches()))
-        if callable(ambiguous):
-            ambiguous = ambiguous()
-        if ambiguous.num_rows:
-            count = ambiguous.num_rows
-            cur.ingest("staged_ambiguous", pa.table({
-                "run_id": pa.array([run_id]).take(pa.array(np.zeros(count, np.int32))).cast(pa.large_string()),
-                "shard": pa.array(np.full(count, shard, np.int64)),
-                "wording": ambiguous.column("wording").cast(pa.large_string()),
-                "tags_found": ambiguous.column("tags_found").cast(pa.int64()),
-                "transactions": ambiguous.column("transactions").cast(pa.int64())}, schema=_STAGED_AMBIGUOUS_SCHEMA))
-    return staged
+        cur.ingest("staged_tags", staged.reader(key))
+        wordings = staged_ambiguous(run_id, shard, ambiguous() if callable(ambiguous) else ambiguous)
+        if wordings.num_rows:
+            cur.ingest("staged_ambiguous", wordings)
+    return staged.rows
 
 
 def publish_tags(location: DatabaseLocation, run_id: str, covered_runs: Sequence[str] | None,

@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING
 
 from enrich.store.adbc import Cursor
+from enrich.store.batches import BatchStaging, late_ids_table, plain
 from enrich.store.idorder import IdOrder
 from enrich.store.interface import ParsedChunk
 from enrich.store.location import DatabaseLocation
@@ -34,13 +31,11 @@ from enrich.store.postgres.lineage import run_key
 from enrich.store.postgres.schema import BULK_LOAD_SETTING
 from enrich.store.records import PENDING_KINDS, LoadStats
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 logger = logging.getLogger(__name__)
 
-_STAGING_SCHEMA = pa.schema([("line", pa.int64()), ("id", pa.int64()), ("amount_cents", pa.int64()),
-                             ("wording", pa.large_string())])
-_REJECTED_SCHEMA = pa.schema([("line", pa.int64()), ("raw", pa.large_string()),
-                              ("reason", pa.large_string())])
-_UNCHANGED_SCHEMA = pa.schema([("line", pa.int64()), ("id", pa.int64())])
 #: Staged rows beyond which the staging table's statistics are gathered before the set-based steps.
 _ANALYZE_ROWS = 10_000
 #: Rows written by a load beyond which the table's statistics are gathered again before it commits.
@@ -57,23 +52,14 @@ def load_batch(location: DatabaseLocation, run_id: str, chunks: Iterable[ParsedC
         bulk.execute(f"SET LOCAL {BULK_LOAD_SETTING} = 'on'")
         _create_staging(bulk)
         any_stored = bool(bulk.scalar("SELECT EXISTS (SELECT 1 FROM transactions)"))
-        rows_read, valid, in_file, order, same_cents, staged = 0, 0, 0, IdOrder(), 0, 0
+        staging = BatchStaging(bulk, (lambda low, high: _stored_range(bulk, low, high)) if any_stored else None)
         for chunk in chunks:
-            rows_read += len(chunk.valid) + len(chunk.rejected)
-            rows = chunk.valid
-            valid += len(rows)
-            in_file += int(rows["amount_cents"].sum())
-            late = order.add(rows["id"].to_numpy())
-            same = _same_as_stored(bulk, rows, ~late) if any_stored else np.zeros(len(late), bool)
-            _stage_chunk(bulk, rows[~same], chunk.rejected)
-            staged += int((~same).sum())
-            if same.any():
-                _record_unchanged(bulk, rows[same])
-                same_cents += int(rows["amount_cents"].to_numpy()[same].sum())
-        if staged >= _ANALYZE_ROWS:
+            staging.add(chunk)
+        order = staging.order
+        if staging.staged >= _ANALYZE_ROWS:
             bulk.execute("ANALYZE pg_temp.staging")
         conflicts, dropped, dropped_cents, dropped_same_cents = _reject_conflicting_duplicates(bulk, order)
-        rows_loaded, in_file = valid - dropped, in_file - dropped_cents  # every id once now
+        rows_loaded, in_file = staging.valid - dropped, staging.cents_in_file - dropped_cents  # every id once now
         key = run_key(bulk, run_id)
         updated = execute_count(bulk, _update_changed_sql(key))  # first: the new rows are not there yet
         new = execute_count(bulk, _insert_new_sql(key, in_id_order=order.nearly_sorted))
@@ -85,7 +71,7 @@ def load_batch(location: DatabaseLocation, run_id: str, chunks: Iterable[ParsedC
         # (a table empty before the batch holds only the batch's rows now: then it is summed whole,
         # without the join)
         stored = (int(bulk.scalar(_stored_total_sql(whole_table=not any_stored)) or 0)
-                  + same_cents - dropped_same_cents)
+                  + staging.same_cents - dropped_same_cents)
         bulk.execute("DELETE FROM rejected_rows WHERE run_id = $1", (run_id,))
         bulk.execute("INSERT INTO rejected_rows (run_id, line, raw, reason) "
                      "SELECT $1, line, raw, reason FROM pg_temp.staging_rejected", (run_id,))
@@ -93,10 +79,8 @@ def load_batch(location: DatabaseLocation, run_id: str, chunks: Iterable[ParsedC
         for kind in PENDING_KINDS if changed else ():  # an unchanged batch leaves nothing to derive
             bulk.execute("INSERT INTO pending_enrichment (run_id, kind) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                          (run_id, kind))
-    stats = LoadStats(rows_read=rows_read, rows_loaded=rows_loaded, rows_new=new,
-                      rows_updated=changed - new, rows_unchanged=existing - (changed - new),
-                      rows_rejected=rejected, rows_duplicate=rows_read - rows_loaded - rejected,
-                      cents_in_file=in_file or 0, cents_stored=stored or 0)
+    stats = LoadStats.of_load(rows_read=staging.rows_read, rows_loaded=rows_loaded, new=new, changed=changed,
+                              rejected=rejected, cents_in_file=in_file or 0, cents_stored=stored or 0)
     logger.info("loaded batch: %s (%d conflicting ids among the rejected)", stats.describe(), conflicts)
     return stats
 
@@ -111,55 +95,13 @@ def _create_staging(bulk: Cursor) -> None:
         bulk.execute(f"CREATE TEMP TABLE {name} ({columns}) ON COMMIT DROP")
 
 
-def _same_as_stored(bulk: Cursor, valid: pd.DataFrame, candidates: np.ndarray) -> np.ndarray:
-    """Which rows of a chunk are already stored exactly so (same id, amount and wording).
+def _stored_range(bulk: Cursor, low: int, high: int) -> pa.Table:
+    """The stored rows of ids ``low`` to ``high``, in id order (read in the load's transaction)."""
+    from enrich.store.batches import STAGING_SCHEMA
 
-    Only ``candidates`` are looked at: the rows whose id is larger than every id before it,
-    so in ascending order and seen for the first time. Their stored rows are read by id
-    range, in this (write) transaction, and compared with Arrow kernels. Sparse ids (a range
-    much wider than the rows) are not worth the read: then nothing is found the same.
-    """
-    same = np.zeros(len(valid), dtype=bool)
-    positions = np.flatnonzero(candidates)
-    if len(positions) == 0:
-        return same
-    ids = valid["id"].to_numpy()[positions]
-    low, high = int(ids[0]), int(ids[-1])  # ascending: candidates are
-    if high - low + 1 > 4 * len(ids) + 1024:
-        return same
-    stored = bulk.batches("SELECT id, amount_cents, wording FROM transactions WHERE id BETWEEN $1 AND $2 "
-                          "ORDER BY id", (low, high)).read_all()
-    if stored.num_rows == 0:
-        return same
-    stored_ids = stored.column("id").to_numpy()
-    at = np.minimum(np.searchsorted(stored_ids, ids), len(stored_ids) - 1)
-    found = stored_ids[at] == ids
-    take = pa.array(at[found])
-    mine = positions[found]
-    wordings = pa.array(valid["wording"], from_pandas=True)  # (no copy for an Arrow-backed column)
-    if isinstance(wordings, pa.ChunkedArray):
-        wordings = wordings.combine_chunks()
-    equal = ((stored.column("amount_cents").take(take).to_numpy() == valid["amount_cents"].to_numpy()[mine])
-             & pc.equal(stored.column("wording").take(take).combine_chunks().cast(pa.large_string()),
-                        wordings.take(pa.array(mine)).cast(pa.large_string())).to_numpy(zero_copy_only=False))
-    same[mine[equal]] = True
-    return same
-
-
-def _record_unchanged(bulk: Cursor, rows: pd.DataFrame) -> None:
-    """Keep the line and id of rows found identical to the stored ones (for pairing duplicates)."""
-    bulk.ingest("unchanged", pa.Table.from_pandas(rows[["line", "id"]], schema=_UNCHANGED_SCHEMA,
-                                                  preserve_index=False), temporary=True)
-
-
-def _stage_chunk(bulk: Cursor, valid: pd.DataFrame, rejected: pd.DataFrame) -> None:
-    if len(valid):
-        bulk.ingest("staging", pa.Table.from_pandas(valid[list(_STAGING_SCHEMA.names)], schema=_STAGING_SCHEMA,
-                                                    preserve_index=False), temporary=True)
-    if len(rejected):
-        bulk.ingest("staging_rejected", pa.Table.from_pandas(rejected[list(_REJECTED_SCHEMA.names)],
-                                                             schema=_REJECTED_SCHEMA, preserve_index=False),
-                    temporary=True)
+    schema = STAGING_SCHEMA.remove(0)  # id, amount_cents, wording
+    return plain(bulk.table("SELECT id, amount_cents, wording FROM transactions WHERE id BETWEEN $1 AND $2 "
+                            "ORDER BY id", (low, high)), schema)
 
 
 def _reject_conflicting_duplicates(bulk: Cursor, order: IdOrder) -> tuple[int, int, int, int]:
@@ -170,7 +112,7 @@ def _reject_conflicting_duplicates(bulk: Cursor, order: IdOrder) -> tuple[int, i
         return 0, 0, 0, 0  # ids strictly ascending: every id once, nothing to pair
     if order.nearly_sorted:
         bulk.execute("CREATE TEMP TABLE late_ids (id BIGINT PRIMARY KEY) ON COMMIT DROP")
-        bulk.ingest("late_ids", pa.table({"id": pa.array(order.late_ids(), pa.int64())}), temporary=True)
+        bulk.ingest("late_ids", late_ids_table(order), temporary=True)
         repeated = "SELECT id FROM pg_temp.late_ids"
     else:
         repeated = ("SELECT id FROM (SELECT id FROM pg_temp.staging UNION ALL SELECT id FROM pg_temp.unchanged) ids "

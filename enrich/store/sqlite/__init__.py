@@ -12,16 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from enrich.figures import RunRecord
 from enrich.store import lockrow
 from enrich.store.adbc import Cursor
 from enrich.store.errors import NotADatabase, StorageError
 from enrich.store.interface import ParsedChunk
-from enrich.store.ledger import Ledger
+from enrich.store.ledger import ENRICHED_SQL, Ledger
 from enrich.store.location import SQLITE, DatabaseLocation
 from enrich.store.queries import positional
 from enrich.store.records import (AlertRecord, CheckRecord, LoadStats, LockClaim, LockHolder, LockOutcome,
@@ -32,6 +30,9 @@ from enrich.store.sqlite.connection import DriverError, connect, read_only, tran
 from enrich.store.sqlite.lock import DIALECT
 from enrich.store.sqlite.queries import CANNED_QUERIES
 from enrich.store.timeutil import utc_after
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 READ_CHUNK_ROWS = 500_000
 NO_WAIT_MS = 200  # how long a courtesy write waits for another writer
@@ -256,10 +257,10 @@ class SQLiteStore:
             return ledger.ambiguous_wordings(run_id)
 
     def enriched_transactions(self) -> pa.Table:
+        from enrich.store.batches import ENRICHED_SCHEMA, plain
+
         with self._cursor(bulk=True) as cur:
-            return cur.table("""SELECT t.id, t.amount_cents, t.wording, g.tag, a.annotation
-                FROM transactions t LEFT JOIN tags g ON g.transaction_id = t.id
-                LEFT JOIN annotations a ON a.transaction_id = t.id ORDER BY t.id""")
+            return plain(cur.table(ENRICHED_SQL), ENRICHED_SCHEMA)
 
     def search_wordings(self, query: str, limit: int = 100) -> list[dict[str, Any]]:
         with self._cursor() as cur:

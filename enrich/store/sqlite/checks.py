@@ -3,15 +3,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from enrich.store.adbc import Cursor, rechunk
 from enrich.store.shared_sql import annotation_case_sql
 from enrich.store.sqlite.connection import connect
 
 _ALL_IDS = (-(2**63), 2**63 - 1)
-_STORED_TAGS_SCHEMA = pa.schema([("id", pa.int64()), ("wording", pa.large_string()), ("tag", pa.large_string())])
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def annotation_discrepancies(cur: Cursor, ids: tuple[int, int] | None) -> dict[str, int]:
@@ -36,11 +36,13 @@ def id_range(cur: Cursor) -> tuple[int, int] | None:
 
 def iter_stored_tags(path: Path, ids: tuple[int, int] | None, chunk_rows: int) -> Iterator[pa.Table]:
     """Every transaction's id and wording with its stored tag (null if untagged), by id."""
+    from enrich.store.batches import STORED_TAGS_SCHEMA
+
     with connect(path, bulk=True) as cur:
         reader = cur.batches("SELECT t.id, t.wording, g.tag FROM transactions t "
                              "LEFT JOIN tags g ON g.transaction_id = t.id WHERE t.id BETWEEN ? AND ? ORDER BY t.id",
                              ids or _ALL_IDS)
-        yield from rechunk(iter(reader), _STORED_TAGS_SCHEMA, chunk_rows)
+        yield from rechunk(iter(reader), STORED_TAGS_SCHEMA, chunk_rows)
 
 
 def orphan_counts(cur: Cursor) -> dict[str, int]:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-
-import numpy as np
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from enrich.store.adbc import Cursor, rechunk
 from enrich.store.errors import ConcurrentModification
@@ -23,14 +21,10 @@ from enrich.store.sqlite.connection import connect, transaction
 from enrich.store.sqlite.lineage import keys_of_runs_sql, run_key
 from enrich.store.sqlite.schema import FTS_AUTOMERGE, FTS_TABLE
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import pyarrow as pa
 
-TRANSACTION_TYPES = {"id": pa.int64(), "amount_cents": pa.int64(), "wording": pa.large_string()}
-_STAGED_TAGS_SCHEMA = pa.schema([("run", pa.int64()), ("shard", pa.int64()),
-                                 ("transaction_id", pa.int64()), ("tag", pa.large_string())])
-_STAGED_AMBIGUOUS_SCHEMA = pa.schema([("run_id", pa.large_string()), ("shard", pa.int64()),
-                                      ("wording", pa.large_string()), ("tags_found", pa.int64()),
-                                      ("transactions", pa.int64())])
+logger = logging.getLogger(__name__)
 
 
 # ..................................................................... state
@@ -71,14 +65,14 @@ def scope_id_range(cur: Cursor, runs: Sequence[str] | None) -> tuple[int, int] |
 def iter_transactions(path: Path, columns: Sequence[str], runs: Sequence[str] | None,
                       ids: tuple[int, int] | None, chunk_rows: int) -> Iterator[pa.Table]:
     """Stored transactions in id order, ``chunk_rows`` at a time (see the interface)."""
-    if not set(columns) <= set(TRANSACTION_TYPES):
-        raise ValueError(f"unknown columns {sorted(set(columns) - set(TRANSACTION_TYPES))}")
+    from enrich.store.batches import transaction_schema
+
+    schema = transaction_schema(columns)
     if runs is not None and not runs:
         return
     scope, params = _scope_sql(runs)
     if ids is not None:
         scope, params = f"{scope} AND id BETWEEN ? AND ?", [*params, *ids]
-    schema = pa.schema([(name, TRANSACTION_TYPES[name]) for name in columns])
     with connect(path, bulk=True) as cur:
         reader = cur.batches(f"SELECT {', '.join(columns)} FROM transactions WHERE {scope} ORDER BY id", params)
         yield from rechunk(iter(reader), schema, chunk_rows)
@@ -86,45 +80,31 @@ def iter_transactions(path: Path, columns: Sequence[str], runs: Sequence[str] | 
 
 def transaction_amounts(path: Path, runs: Sequence[str]) -> pa.Table:
     """``id`` and ``amount_cents`` of the transactions last changed by ``runs``, in one read."""
-    schema = pa.schema([("id", pa.int64()), ("amount_cents", pa.int64())])
+    from enrich.store.batches import AMOUNTS_SCHEMA, plain
+
     if not runs:
-        return schema.empty_table()
+        return AMOUNTS_SCHEMA.empty_table()
     scope, params = _scope_sql(runs)
     with connect(path, bulk=True) as cur:
-        return cur.table(f"SELECT id, amount_cents FROM transactions WHERE {scope}", params).cast(schema)
+        return plain(cur.table(f"SELECT id, amount_cents FROM transactions WHERE {scope}", params), AMOUNTS_SCHEMA)
 
 
 # ..................................................................... tags: staged, then published
 def stage_tags(path: Path, run_id: str, shard: int, tags: Iterable[pa.RecordBatch],
                ambiguous: pa.Table | Callable[[], pa.Table]) -> int:
     """Stage one shard's tags and ambiguous wordings, replacing what it staged before (one transaction)."""
-    staged, key = 0, 0
+    from enrich.store.batches import StagedTags, staged_ambiguous
 
-    def batches() -> Iterator[pa.RecordBatch]:
-        nonlocal staged
-        for batch in tags:
-            staged += batch.num_rows
-            yield pa.RecordBatch.from_arrays(
-                [pa.array(np.full(batch.num_rows, key, np.int64)), pa.array(np.full(batch.num_rows, shard, np.int64)),
-                 batch.column("transaction_id").cast(pa.int64()), batch.column("tag").cast(pa.large_string())],
-                schema=_STAGED_TAGS_SCHEMA)
-
+    staged = StagedTags(shard, tags)
     with connect(path, foreign_keys=False, bulk=True) as cur, transaction(cur):
         key = run_key(cur, run_id)
         cur.execute("DELETE FROM staged_tags WHERE run = ? AND shard = ?", (key, shard))
         cur.execute("DELETE FROM staged_ambiguous WHERE run_id = ? AND shard = ?", (run_id, shard))
-        cur.ingest("staged_tags", pa.RecordBatchReader.from_batches(_STAGED_TAGS_SCHEMA, batches()))
-        if callable(ambiguous):
-            ambiguous = ambiguous()
-        if ambiguous.num_rows:
-            count = ambiguous.num_rows
-            cur.ingest("staged_ambiguous", pa.table({
-                "run_id": pa.array([run_id]).take(pa.array(np.zeros(count, np.int32))).cast(pa.large_string()),
-                "shard": pa.array(np.full(count, shard, np.int64)),
-                "wording": ambiguous.column("wording").cast(pa.large_string()),
-                "tags_found": ambiguous.column("tags_found").cast(pa.int64()),
-                "transactions": ambiguous.column("transactions").cast(pa.int64())}, schema=_STAGED_AMBIGUOUS_SCHEMA))
-    return staged
+        cur.ingest("staged_tags", staged.reader(key))
+        wordings = staged_ambiguous(run_id, shard, ambiguous() if callable(ambiguous) else ambiguous)
+        if wordings.num_rows:
+            cur.ingest("staged_ambiguous", wordings)
+    return staged.rows
 
 
 def publish_tags(path: Path, run_id: str, covered_runs: Sequence[str] | None, state: Mapping[str, str],

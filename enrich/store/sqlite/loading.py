@@ -4,13 +4,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING
 
 from enrich.store.adbc import Cursor
+from enrich.store.batches import BatchStaging, late_ids_table
 from enrich.store.idorder import IdOrder
 from enrich.store.interface import ParsedChunk
 from enrich.store.records import PENDING_KINDS, LoadStats
@@ -18,12 +15,10 @@ from enrich.store.sqlite.connection import connect, transaction
 from enrich.store.sqlite.schema import FTS_INSERT_TRIGGER_SQL
 from enrich.store.sqlite.lineage import run_key
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import pyarrow as pa
 
-_STAGING_SCHEMA = pa.schema([("line", pa.int64()), ("id", pa.int64()), ("amount_cents", pa.int64()),
-                             ("wording", pa.large_string())])
-_REJECTED_SCHEMA = pa.schema([("line", pa.int64()), ("raw", pa.large_string()),
-                              ("reason", pa.large_string())])
+logger = logging.getLogger(__name__)
 
 
 def load_batch(path: Path, run_id: str, chunks: Iterable[ParsedChunk]) -> LoadStats:
@@ -41,19 +36,12 @@ def load_batch(path: Path, run_id: str, chunks: Iterable[ParsedChunk]) -> LoadSt
     with connect(path, foreign_keys=False, bulk=True) as bulk, transaction(bulk):
         _create_staging(bulk)
         stored_before = bulk.scalar(_count_transactions_sql())
-        rows_read, valid, in_file, order, same_cents = 0, 0, 0, IdOrder(), 0
+        staging = BatchStaging(bulk, (lambda low, high: _stored_range(bulk, low, high)) if stored_before else None)
         for chunk in chunks:
-            rows_read += len(chunk.valid) + len(chunk.rejected)
-            valid += len(chunk.valid)
-            in_file += int(chunk.valid["amount_cents"].sum())
-            late = order.add(chunk.valid["id"].to_numpy())
-            same = _same_as_stored(bulk, chunk.valid, ~late) if stored_before else np.zeros(len(late), bool)
-            _stage_chunk(bulk, chunk.valid[~same], chunk.rejected)
-            if same.any():
-                _record_unchanged(bulk, chunk.valid[same])
-                same_cents += int(chunk.valid["amount_cents"].to_numpy()[same].sum())
+            staging.add(chunk)
+        order = staging.order
         conflicts, dropped, dropped_cents, dropped_same_cents = _reject_conflicting_duplicates(bulk, order)
-        rows_loaded, in_file = valid - dropped, in_file - dropped_cents  # every id once now
+        rows_loaded, in_file = staging.valid - dropped, staging.cents_in_file - dropped_cents  # every id once now
         # new rows are indexed for search by the index_wordings step, in bulk: the per-row insert
         # trigger is dropped for this statement only, inside the transaction (no other connection
         # ever sees it missing); updates of indexed rows still go through their trigger
@@ -64,7 +52,7 @@ def load_batch(path: Path, run_id: str, chunks: Iterable[ParsedChunk]) -> LoadSt
         bulk.execute(FTS_INSERT_TRIGGER_SQL)
         # what the database now holds for the batch's ids: the staged rows read back, plus the rows
         # found identical to the stored ones (read in this transaction, which the upsert leaves alone)
-        stored = (bulk.scalar(_stored_total_sql()) or 0) + same_cents - dropped_same_cents
+        stored = (bulk.scalar(_stored_total_sql()) or 0) + staging.same_cents - dropped_same_cents
         bulk.execute("DELETE FROM rejected_rows WHERE run_id = ?", (run_id,))
         bulk.execute("INSERT INTO rejected_rows (run_id, line, raw, reason) "
                      "SELECT ?, line, raw, reason FROM temp.staging_rejected", (run_id,))
@@ -72,11 +60,9 @@ def load_batch(path: Path, run_id: str, chunks: Iterable[ParsedChunk]) -> LoadSt
         for kind in PENDING_KINDS if changed else ():  # an unchanged batch leaves nothing to derive
             bulk.execute("INSERT OR IGNORE INTO pending_enrichment (run_id, kind) VALUES (?, ?)", (run_id, kind))
         _drop_staging(bulk)
-    new = rows_loaded - existing
-    stats = LoadStats(rows_read=rows_read, rows_loaded=rows_loaded, rows_new=new,
-                      rows_updated=changed - new, rows_unchanged=existing - (changed - new),
-                      rows_rejected=rejected, rows_duplicate=rows_read - rows_loaded - rejected,
-                      cents_in_file=in_file or 0, cents_stored=stored or 0)
+    stats = LoadStats.of_load(rows_read=staging.rows_read, rows_loaded=rows_loaded, new=rows_loaded - existing,
+                              changed=int(changed), rejected=int(rejected), cents_in_file=in_file or 0,
+                              cents_stored=int(stored or 0))
     logger.info("loaded batch: %s (%d conflicting ids among the rejected)", stats.describe(), conflicts)
     return stats
 
@@ -96,58 +82,9 @@ def _drop_staging(bulk: Cursor) -> None:
         bulk.execute(f"DROP TABLE IF EXISTS temp.{table}")
 
 
-def _same_as_stored(bulk: Cursor, valid: pd.DataFrame, candidates: np.ndarray) -> np.ndarray:
-    """Which rows of a chunk are already stored exactly so (same id, amount and wording).
-
-    Only ``candidates`` are looked at: the rows whose id is larger than every id before it,
-    so in ascending order and seen for the first time. Their stored rows are read by id
-    range, in this (write) transaction, and compared with Arrow kernels. Sparse ids (a range
-    much wider than the rows) are not worth the read: then nothing is found the same.
-    """
-    same = np.zeros(len(valid), dtype=bool)
-    positions = np.flatnonzero(candidates)
-    if len(positions) == 0:
-        return same
-    ids = valid["id"].to_numpy()[positions]
-    low, high = int(ids[0]), int(ids[-1])  # ascending: candidates are
-    if high - low + 1 > 4 * len(ids) + 1024:
-        return same
-    stored = bulk.batches("SELECT id, amount_cents, wording FROM transactions WHERE id BETWEEN ? AND ?",
-                          (low, high)).read_all()
-    if stored.num_rows == 0:
-        return same
-    stored_ids = stored.column("id").to_numpy()
-    at = np.minimum(np.searchsorted(stored_ids, ids), len(stored_ids) - 1)
-    found = stored_ids[at] == ids
-    take = pa.array(at[found])
-    mine = positions[found]
-    wordings = pa.array(valid["wording"], from_pandas=True)  # (no copy for an Arrow-backed column)
-    if isinstance(wordings, pa.ChunkedArray):
-        wordings = wordings.combine_chunks()
-    equal = ((stored.column("amount_cents").take(take).to_numpy() == valid["amount_cents"].to_numpy()[mine])
-             & pc.equal(stored.column("wording").take(take).combine_chunks().cast(pa.large_string()),
-                        wordings.take(pa.array(mine)).cast(pa.large_string())).to_numpy(zero_copy_only=False))
-    same[mine[equal]] = True
-    return same
-
-
-_UNCHANGED_SCHEMA = pa.schema([("line", pa.int64()), ("id", pa.int64())])
-
-
-def _record_unchanged(bulk: Cursor, rows: pd.DataFrame) -> None:
-    """Keep the line and id of rows found identical to the stored ones (for pairing duplicates)."""
-    bulk.ingest("unchanged", pa.Table.from_pandas(rows[["line", "id"]], schema=_UNCHANGED_SCHEMA,
-                                                  preserve_index=False), temporary=True)
-
-
-def _stage_chunk(bulk: Cursor, valid: pd.DataFrame, rejected: pd.DataFrame) -> None:
-    if len(valid):
-        bulk.ingest("staging", pa.Table.from_pandas(valid[list(_STAGING_SCHEMA.names)], schema=_STAGING_SCHEMA,
-                                                    preserve_index=False), temporary=True)
-    if len(rejected):
-        bulk.ingest("staging_rejected", pa.Table.from_pandas(rejected[list(_REJECTED_SCHEMA.names)],
-                                                             schema=_REJECTED_SCHEMA, preserve_index=False),
-                    temporary=True)
+def _stored_range(bulk: Cursor, low: int, high: int) -> pa.Table:
+    """The stored rows of ids ``low`` to ``high``, in id order (read in the load's transaction)."""
+    return bulk.table("SELECT id, amount_cents, wording FROM transactions WHERE id BETWEEN ? AND ?", (low, high))
 
 
 def _reject_conflicting_duplicates(bulk: Cursor, order: IdOrder) -> tuple[int, int, int, int]:
@@ -167,7 +104,7 @@ def _reject_conflicting_duplicates(bulk: Cursor, order: IdOrder) -> tuple[int, i
         return 0, 0, 0, 0  # ids strictly ascending: every id once, nothing to pair
     if order.nearly_sorted:
         bulk.execute("CREATE TEMP TABLE late_ids (id INTEGER PRIMARY KEY)")
-        bulk.ingest("late_ids", pa.table({"id": pa.array(order.late_ids(), pa.int64())}), temporary=True)
+        bulk.ingest("late_ids", late_ids_table(order), temporary=True)
         repeated = "SELECT id FROM temp.late_ids"
     else:
         repeated = ("SELECT id FROM (SELECT id FROM temp.staging UNION ALL SELECT id FROM temp.unchanged) "

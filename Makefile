@@ -24,11 +24,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) algorithm.py run --database $(DATABASE)
 
-# A real Prometheus Pushgateway for the metrics integration test (Debian package).
+# A real Prometheus Pushgateway for the metrics integration test, and promtool for the alerting
+# rules tests (Debian packages prometheus-pushgateway and prometheus), each installed when absent.
 test-deps:
 	@test -x $(PUSHGATEWAY) || command -v prometheus-pushgateway >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus-pushgateway; }
+	@command -v promtool >/dev/null || test -x /usr/bin/promtool || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
 
 test: $(STAMP) test-deps
 	$(PY) -m pytest -n 2 --dist loadfile

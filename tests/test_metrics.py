@@ -116,7 +116,8 @@ def names_of(samples: Samples) -> set[str]:
 
 # --------------------------------------------------------------------------- registry
 
-def test_registry_of_a_succeeded_run() -> None:
+def test_registry_of_a_succeeded_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ENRICH_MAX_SILENCE_SECONDS", raising=False)
     run = succeeded_run()
     types, samples = parse(registry_text(run, last_success=PREVIOUS_SUCCESS))
 

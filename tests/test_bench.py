@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from enrich import bench, tagging
+from enrich import tagging
+from enrich.bench import harness as bench
 
 
 def test_tag_list_of_many_tags_keeps_the_default_four_and_has_multi_word_tags(tmp_path):

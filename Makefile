@@ -37,7 +37,8 @@ test-deps:
 test: $(STAMP) test-deps
 	$(PY) -m pytest -n 2 --dist loadfile
 
-# The benchmark harness: a generated ROWS-row file through the whole flow, fresh then re-run.
+# The benchmark harness: a generated ROWS-row file through the whole flow (fresh, re-run), alternating
+# with the bare Metaflow graph and the plain script, reported as ratios (BENCH_ARGS: --repeat N, --markdown).
 bench: $(STAMP)
 	$(PY) -m enrich.bench --rows $(ROWS) $(BENCH_ARGS)
 

@@ -130,6 +130,25 @@ def test_environment_gives_metaflow_a_user_name() -> None:
     assert yardsticks.environment({"USERNAME": "bob"})["USERNAME"] == "bob"
 
 
+# --------------------------------------------------------------------------- measuring one run
+
+def test_peak_memory_is_the_measured_tree_s_not_the_harness_s(tmp_path: Path) -> None:
+    import sys
+
+    ballast = bytearray(400 * 2**20)  # the harness is big (pages touched); the measured command is not
+    ballast[::4096] = b"1" * len(ballast[::4096])
+    small = bench.time_command([sys.executable, "-c", "pass"], tmp_path, tmp_path / "small.log")
+    grandchild = ("import subprocess, sys; subprocess.run([sys.executable, '-c', "
+                  "'x = bytearray(300 * 2**20); x[::4096] = b\"1\" * len(x[::4096])'], check=True)")
+    big = bench.time_command([sys.executable, "-c", grandchild], tmp_path, tmp_path / "big.log")
+    failing = bench.time_command([sys.executable, "-c", "print('out'); raise SystemExit(3)"], tmp_path,
+                                 tmp_path / "failing.log")
+    del ballast
+    assert small.exit_code == 0 and small.peak_rss_mb < 100 and small.wall_s > 0
+    assert big.exit_code == 0 and big.peak_rss_mb >= 300, "a descendant's peak counts"
+    assert failing.exit_code == 3 and (tmp_path / "failing.log").read_text() == "out\n"
+
+
 # --------------------------------------------------------------------------- plan, medians, ratios
 
 def test_runs_alternate_and_medians_and_ratios_are_reported(tmp_path: Path) -> None:

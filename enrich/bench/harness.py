@@ -16,7 +16,8 @@
 
    Each run is one process tree, measured the same way: wall time, and the peak resident memory
    of its largest process (``wait4``'s ``ru_maxrss`` covers the whole tree: for our flow the
-   Metaflow runtime, every task and the card renderer). Our runs' step durations and rows read
+   Metaflow runtime, every task and the card renderer), by a small parent process of its own
+   (:mod:`enrich.bench.measure`) so that the harness's own memory is not counted. Our runs' step durations and rows read
    come from the ledger (:mod:`enrich.bench.ledger`).
 3. takes each run's median over the repeats and prints the ratios against the yardsticks with
    the targets of issue 13 (reported, never asserted: timings belong to the machine).
@@ -35,7 +36,6 @@ import re
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -51,6 +51,8 @@ FRESH, BARE, PLAIN, RERUN = "fresh", "bare graph", "plain script", "rerun"
 TAG_STEP = "tag_transactions"
 #: Steps shown in the README table, in graph order.
 TABLE_STEPS = ("ingest", "tag_transactions", "annotate_transactions", "index_wordings", "join")
+#: The small process that runs and measures each command (see :func:`time_command`).
+MEASURE_SCRIPT = Path(__file__).resolve().with_name("measure.py")
 #: 1 GiB, the memory target of the largest process at 10M rows, in MiB (ru_maxrss / 1024).
 MEMORY_LIMIT_MB = 1024.0
 #: Largest wall-time ratio of 10M rows to 1M rows still called linear growth.
@@ -229,16 +231,23 @@ def plan(rows: int, seed: int, workdir: Path, repeat: int = 3, tag_count: int = 
 
 
 def time_command(command: Sequence[str], cwd: Path, log: Path) -> Timing:
-    """Run ``command`` in ``cwd`` (output to ``log``) and measure its process tree with ``wait4``."""
-    with log.open("w", encoding="utf-8") as out:
-        started = time.perf_counter()
-        process = subprocess.Popen(list(command), cwd=cwd, env=yardsticks.environment(),
-                                   stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return Timing(wall_s=round(wall, 2), peak_rss_mb=round(usage.ru_maxrss / 1024, 1),
-                  exit_code=process.returncode)
+    """Run ``command`` in ``cwd`` (output to ``log``) and measure its process tree with ``wait4``.
+
+    The measuring parent is :mod:`enrich.bench.measure`, a small process of its own: measured
+    from this one, every peak would include the harness's own (see that module).
+
+    Raises:
+        RuntimeError: the measuring process failed (its output is in ``log``).
+    """
+    result = log.with_suffix(".timing.json")
+    result.unlink(missing_ok=True)
+    done = subprocess.run([sys.executable, str(MEASURE_SCRIPT), str(result), str(log), "--", *command],
+                          cwd=cwd, env=yardsticks.environment(), capture_output=True, text=True, check=False)
+    if done.returncode != 0 or not result.exists():
+        raise RuntimeError(f"measuring {command[:3]} failed (exit {done.returncode}): {done.stderr.strip()}")
+    timing = json.loads(result.read_text(encoding="utf-8"))
+    return Timing(wall_s=float(timing["wall_s"]), peak_rss_mb=float(timing["peak_rss_mb"]),
+                  exit_code=int(timing["exit_code"]))
 
 
 def plain_rows(log: Path) -> int | None:
@@ -406,7 +415,8 @@ def markdown_table(results: Sequence[Mapping[str, object]]) -> str:
                 what, peak = f"{ratio['step']} step, {result['tag_count']:,} tags", "–"
                 yard = f"{ratio['step']} step, 4 tags"
             else:
-                what = "one row" if rows == 1 else names.get(ratio["ours"], ratio["ours"])
+                what = names.get(ratio["ours"], ratio["ours"])
+                what = f"one row, {what}" if rows == 1 else what
                 peak, yard = f"{ours['peak_rss_mb']:.0f} MB", names.get(ratio["yardstick"], ratio["yardstick"])
             value = f"{ratio['ratio']:.2f}×" if ratio["ratio"] is not None else "–"
             lines.append(f"| {rows:,} | {what} | {ratio['ours_s']:.1f} s | {peak} | {yard} | "

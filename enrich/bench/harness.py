@@ -338,9 +338,12 @@ def benchmark(rows: int, seed: int, workdir: Path, tag_count: int = 0, rerun: bo
     workdir.mkdir(parents=True, exist_ok=True)
     runs = plan(rows, seed, workdir, repeat, tag_count, rerun)
     warm_up({input_file(workdir, rows, seed), clean_input_file(workdir, rows, seed)})
+    load_before = os.getloadavg()[0]
     measures = execute(runs, workdir, timer, progress)
     summary = summarize(measures)
-    return {"rows": rows, "seed": seed, "repeat": repeat, "tag_count": tag_count, "machine": machine(),
+    load = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
+    return {"rows": rows, "seed": seed, "repeat": repeat, "tag_count": tag_count,
+            "machine": {**machine(), "load_1min": load},
             "measures": [{**asdict(m), "rows_per_s": round(m.rows_per_s)} for m in measures],
             "summary": summary, "ratios": ratios(summary, rows, tag_count), "memory": memory_check(summary, rows)}
 
@@ -364,6 +367,11 @@ def table(result: Mapping[str, object]) -> str:
         exits = ",".join(str(code) for code in sorted(set(line["exit_codes"])))
         lines.append(f"{label:<15}{line['runs']:>5}{exits:>6}{line['wall_s']:>9.2f}{line['rows_per_s']:>11,}"
                      f"{line['peak_rss_mb']:>9.0f}  {steps}")
+    load = result["machine"].get("load_1min")  # type: ignore[union-attr]
+    cores = result["machine"].get("cores") or 1  # type: ignore[union-attr]
+    if load and max(load.values()) > cores:
+        lines.append(f"warning: the machine was busy (1-minute load {load['before']} before, {load['after']} after, "
+                     f"{cores} cores): other processes competed with the runs")
     lines.append("ratios (reported, never asserted):")
     for ratio in result["ratios"]:  # type: ignore[union-attr]
         value = f"{ratio['ratio']:.2f}×" if ratio["ratio"] is not None else "–"

@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) algorithm.py run --database $(DATABASE)
 
-# A real Prometheus Pushgateway for the metrics integration test (Debian package).
+# A real Prometheus Pushgateway for the metrics integration test, and promtool for the alerting
+# rules tests (Debian packages prometheus-pushgateway and prometheus), each installed when absent.
 test-deps:
 	@test -x $(PUSHGATEWAY) || command -v prometheus-pushgateway >/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
@@ -33,6 +34,10 @@ test-deps:
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql; }
+# promtool, to check and unit-test the alerting rules (Debian's prometheus package).
+	@command -v promtool >/dev/null || test -x /usr/bin/promtool || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
 
 test: $(STAMP) test-deps
 	$(PY) -m pytest -n 2 --dist loadfile
@@ -45,7 +50,8 @@ pg: $(STAMP) test-deps
 pg-stop:
 	$(PY) -m tests.support.postgres stop --dir .pg
 
-# The benchmark harness: a generated ROWS-row file through the whole flow, fresh then re-run.
+# The benchmark harness: a generated ROWS-row file through the whole flow (fresh, re-run), alternating
+# with the bare Metaflow graph and the plain script, reported as ratios (BENCH_ARGS: --repeat N, --markdown).
 bench: $(STAMP)
 	$(PY) -m enrich bench --rows $(ROWS) $(BENCH_ARGS)
 

@@ -567,14 +567,19 @@ def generate(rows: int, out: Path, seed: int, malformed: int, duplicates: int, c
 @click.option("--tag-count", type=click.IntRange(min=0), metavar="N", default=0, show_default=True,
               help="also run with a tag list of this many tags (e.g. 10000)")
 @click.option("--no-rerun", is_flag=True, help="skip the re-run on the populated database")
-@click.option("--markdown", is_flag=True, help="also print the README's results-table row")
+@click.option("--repeat", type=click.IntRange(min=1), metavar="N", default=3, show_default=True,
+              help="alternating rounds of ours, the bare graph and the plain script (medians reported)")
+@click.option("--database", metavar="URL", default=None,
+              help="a scratch PostgreSQL database for our runs, reset before each (default: SQLite files)")
+@click.option("--markdown", is_flag=True, help="also print the README's results table")
 @json_option
-def bench(rows: int, seed: int, workdir: Path, tag_count: int, no_rerun: bool, markdown: bool,
-          as_json: bool) -> None:
-    """Measure the flow on a generated file: a fresh database, then the same file again (wall
-    time, rows/s, peak memory, each step's duration). Exit 1 when a measured run failed."""
-    from enrich import bench as harness
+def bench(rows: int, seed: int, workdir: Path, tag_count: int, no_rerun: bool, repeat: int, database: str | None,
+          markdown: bool, as_json: bool) -> None:
+    """Measure the flow on a generated file against two yardsticks run alternately: a bare Metaflow
+    graph of the same shape and a plain script; print each ratio. Exit 1 when a measured run failed."""
+    from enrich.bench import harness
 
-    code = harness.run(rows, seed, workdir, tag_count, rerun=not no_rerun, markdown=markdown, as_json=as_json)
+    code = harness.run(rows, seed, repeat, workdir, tag_count, rerun=not no_rerun, markdown=markdown,
+                       database=database, as_json=as_json)
     if code:
         raise Failed("a measured run of the flow failed: see its log in the work directory")

@@ -40,6 +40,9 @@ metric                                        labels                           v
 ``enrich_checks_failed``                      ``severity``                     failed checks (every severity of
                                                                                :data:`SEVERITIES`, 0 if none)
 ``enrich_anomalies``                          \\-                               anomalies found by the run
+``enrich_max_silence_seconds``                \\-                               longest time without a successful
+                                                                               run before the dead man's switch
+                                                                               fires (see below)
 ============================================  ===============================  ================================
 
 The run id is a label of the single-series info metric only, never of the
@@ -76,6 +79,18 @@ Last success across failed runs
 
 Alert on ``absent(enrich_last_success_timestamp_seconds)`` as well as on its
 age: before the first success there is no sample at all.
+
+Allowed silence (dead man's switch)
+-----------------------------------
+``monitoring/alerts.yml`` fires ``EnrichNoRecentSuccess`` when
+``time() - enrich_last_success_timestamp_seconds`` exceeds
+``enrich_max_silence_seconds``. That gauge is exported beside the timestamp by
+every run, successful or not, from ``ENRICH_MAX_SILENCE_SECONDS`` in the run's
+environment (:data:`MAX_SILENCE_ENV`; default :data:`DEFAULT_MAX_SILENCE_S`,
+26 hours: a daily job plus two hours of slack). So the period is set where the
+schedule is set, without editing the rules; the rule falls back to 26 hours
+when the gauge is absent. A value that is not a number of seconds > 0 is
+logged as a warning and replaced by the default: monitoring never fails a run.
 """
 from __future__ import annotations
 
@@ -87,7 +102,7 @@ import os
 import re
 import urllib.error
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, Info, generate_latest
@@ -99,6 +114,8 @@ from enrich.files import replace_atomically
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_MAX_SILENCE_S",
+    "MAX_SILENCE_ENV",
     "METRIC_NAMES",
     "PUSHGATEWAY_ENV",
     "ROW_OUTCOMES",
@@ -106,6 +123,7 @@ __all__ = [
     "SEVERITIES",
     "build_registry",
     "gateway_url_from_env",
+    "max_silence_from_env",
     "publish_metrics",
     "push",
     "write_textfile",
@@ -113,6 +131,11 @@ __all__ = [
 
 #: Environment variable holding the Pushgateway URL (read by the caller).
 PUSHGATEWAY_ENV = "PROMETHEUS_PUSHGATEWAY"
+
+#: Environment variable holding the allowed silence, in seconds (see "Allowed silence").
+MAX_SILENCE_ENV = "ENRICH_MAX_SILENCE_SECONDS"
+#: Allowed silence when :data:`MAX_SILENCE_ENV` is unset or invalid: a daily job plus 2 hours.
+DEFAULT_MAX_SILENCE_S = 26 * 3600.0
 
 #: Every row outcome the flow counts; ``enrich_rows`` always exports all of them.
 ROW_OUTCOMES: tuple[str, ...] = tuple(name.removeprefix("rows_") for name in FIGURE_NAMES)
@@ -130,17 +153,39 @@ STEP_ATTEMPTS = "enrich_step_attempts"
 CHECK_PASSED = "enrich_check_passed"
 CHECKS_FAILED = "enrich_checks_failed"
 ANOMALIES = "enrich_anomalies"
+MAX_SILENCE = "enrich_max_silence_seconds"
 
 #: Every metric name (as exposed) this module can produce.
 METRIC_NAMES: tuple[str, ...] = (
     LAST_SUCCESS, LAST_RUN_TIMESTAMP, LAST_RUN_SUCCESS, RUN_DURATION, LAST_RUN_INFO,
-    ROWS, STEP_DURATION, STEP_ATTEMPTS, CHECK_PASSED, CHECKS_FAILED, ANOMALIES,
+    ROWS, STEP_DURATION, STEP_ATTEMPTS, CHECK_PASSED, CHECKS_FAILED, ANOMALIES, MAX_SILENCE,
 )
 
 #: The ``user:password@`` part of a URL (with or without scheme).
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/?#]*@")
 #: Bytes of a Pushgateway error response quoted in a problem message.
 _MAX_ERROR_BODY = 300
+
+
+def max_silence_from_env(environ: Mapping[str, str] | None = None) -> float:
+    """The allowed silence in seconds from ``ENRICH_MAX_SILENCE_SECONDS``, else :data:`DEFAULT_MAX_SILENCE_S`.
+
+    Unset or blank gives the default silently; a value that is not a finite
+    number > 0 (``"1d"``, ``"-5"``, ``"nan"``) gives the default with a warning
+    naming the value, never an exception: a monitoring setting must not fail a run.
+    """
+    raw = (os.environ if environ is None else environ).get(MAX_SILENCE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_SILENCE_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        logger.warning("%s=%r is not a number of seconds > 0; using the default %d s",
+                       MAX_SILENCE_ENV, raw, DEFAULT_MAX_SILENCE_S)
+        return DEFAULT_MAX_SILENCE_S
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -162,6 +207,9 @@ class RunMetrics:
         step_attempts: step -> number of attempts.
         checks: ``(check name, severity, passed)``; severity among :data:`SEVERITIES`.
         anomalies: anomalies found by the run.
+        max_silence_s: longest time, in seconds, without a successful run before
+            the dead man's switch alert fires; by default read from
+            ``ENRICH_MAX_SILENCE_SECONDS`` (:func:`max_silence_from_env`).
     """
 
     flow: str
@@ -174,6 +222,7 @@ class RunMetrics:
     step_attempts: Mapping[str, int]
     checks: Sequence[tuple[str, str, bool]]
     anomalies: int = 0
+    max_silence_s: float = field(default_factory=max_silence_from_env)
 
     def __post_init__(self) -> None:
         """Check every field; raise :class:`ValueError` on the first bad one."""
@@ -207,6 +256,9 @@ class RunMetrics:
                 raise ValueError(f"check {name!r} with severity {severity!r} is listed twice")
             seen.add((name, severity))
         _require_count("anomalies", self.anomalies)
+        _require_seconds("max_silence_s", self.max_silence_s)
+        if not self.max_silence_s > 0:
+            raise ValueError(f"max_silence_s must be > 0, got {self.max_silence_s!r}")
 
 
 def _require_text(what: str, value: object) -> None:
@@ -283,6 +335,8 @@ def build_registry(metrics: RunMetrics, last_success: float | None) -> Collector
         failed.labels(severity=severity).set(count)
 
     Gauge(ANOMALIES, "Anomalies found by the last run.", registry=registry).set(int(metrics.anomalies))
+    Gauge(MAX_SILENCE, "Longest time without a successful run before the dead man's switch alert "
+          f"fires, in seconds (${MAX_SILENCE_ENV}).", registry=registry).set(float(metrics.max_silence_s))
     return registry
 
 

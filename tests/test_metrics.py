@@ -116,7 +116,8 @@ def names_of(samples: Samples) -> set[str]:
 
 # --------------------------------------------------------------------------- registry
 
-def test_registry_of_a_succeeded_run() -> None:
+def test_registry_of_a_succeeded_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ENRICH_MAX_SILENCE_SECONDS", raising=False)
     run = succeeded_run()
     types, samples = parse(registry_text(run, last_success=PREVIOUS_SUCCESS))
 
@@ -135,8 +136,9 @@ def test_registry_of_a_succeeded_run() -> None:
     for severity in SEVERITIES:
         assert value(samples, "enrich_checks_failed", severity=severity) == 0
     assert value(samples, "enrich_anomalies") == 1
+    assert value(samples, "enrich_max_silence_seconds") == 26 * 3600  # the default
     assert names_of(samples) == set(METRIC_NAMES)
-    assert len(samples) == 5 + 12 + 5 + 5 + 4 + 3 + 1
+    assert len(samples) == 5 + 12 + 5 + 5 + 4 + 3 + 1 + 1
     assert set(types.values()) == {"gauge"}  # info is a gauge in the 0.0.4 text format
 
 
@@ -204,6 +206,36 @@ def test_run_id_is_only_a_label_of_the_info_metric() -> None:
             assert "run_id" not in labels and "job" not in labels and "instance" not in labels, name
 
 
+@pytest.mark.parametrize("raw, expected", [
+    (None, 26 * 3600.0), ("", 26 * 3600.0), ("  ", 26 * 3600.0),
+    ("3600", 3600.0), (" 90000.5 ", 90000.5), ("1e5", 100000.0),
+])
+def test_max_silence_comes_from_the_environment(raw: str | None, expected: float) -> None:
+    environ = {} if raw is None else {"ENRICH_MAX_SILENCE_SECONDS": raw}
+    assert m.max_silence_from_env(environ) == expected
+
+
+@pytest.mark.parametrize("raw", ["1d", "-5", "0", "nan", "inf"])
+def test_invalid_max_silence_falls_back_to_the_default_with_a_warning(
+        raw: str, caplog: pytest.LogCaptureFixture) -> None:
+    assert m.max_silence_from_env({"ENRICH_MAX_SILENCE_SECONDS": raw}) == m.DEFAULT_MAX_SILENCE_S
+    assert any("ENRICH_MAX_SILENCE_SECONDS" in r.getMessage() and repr(raw) in r.getMessage()
+               and r.levelname == "WARNING" for r in caplog.records)
+
+
+def test_max_silence_gauge_follows_the_run_environment_in_every_push(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ENRICH_MAX_SILENCE_SECONDS", "7200")
+    for run in (succeeded_run(), failed_run()):
+        assert run.max_silence_s == 7200
+        path = tmp_path / "enrich.prom"
+        write_textfile(path, run, PREVIOUS_SUCCESS)
+        _, samples = parse(path.read_text())
+        assert value(samples, "enrich_max_silence_seconds") == 7200
+    _, samples = parse(registry_text(succeeded_run(max_silence_s=600.0), None))
+    assert value(samples, "enrich_max_silence_seconds") == 600
+
+
 def test_registry_accepts_numpy_numbers() -> None:
     run = succeeded_run(rows={"read": np.int64(7)}, step_durations={"s": np.float64(1.5)},
                         step_attempts={"s": np.int32(2)}, anomalies=np.int64(3))
@@ -231,6 +263,8 @@ def test_registry_accepts_numpy_numbers() -> None:
     ({"run_id": None}, "run_id"),
     ({"succeeded": 1}, "succeeded"),
     ({"anomalies": -2}, "anomalies"),
+    ({"max_silence_s": 0.0}, "max_silence_s"),
+    ({"max_silence_s": math.nan}, "max_silence_s"),
 ])
 def test_invalid_run_metrics_are_rejected(changes: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -148,6 +148,8 @@ def main(argv: list[str]) -> int:
     if command in ("run", "resume"):
         run_id_file = Path(tempfile.mkstemp(prefix="enrich-run-id-")[1])
         argv = [*argv, "--run-id-file", str(run_id_file)]
+        if "--pylint" not in argv:  # (pylint of the flow file: a development check, not each run's)
+            argv.insert(argv.index(command), "--no-pylint")
         environ.pop(STOP_SIGNAL_ENV, None)
         signal.signal(signal.SIGINT, on_stop_signal)
         signal.signal(signal.SIGTERM, on_stop_signal)

@@ -38,7 +38,7 @@ def run_checks(store: Store, run_id: str, tags: TagList, load_stats: LoadStats |
     results.append(checks.check_outliers(outliers.num_rows, listed.num_rows, bounds))
     store.save_check_results(run_id, [CheckRecord(**r.as_row()) for r in results], listed)
     for result in results:
-        log = logger.info if result.passed else (logger.error if result.severity == "critical" else logger.warning)
+        log = logger.debug if result.passed else (logger.error if result.severity == "critical" else logger.warning)
         log("check %s (%s): %s", result.check_name, verdict(result), result.message)
     return results
 

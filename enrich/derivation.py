@@ -70,6 +70,8 @@ def scope_of(store: Store, kind: str, rules_fingerprint: str) -> Scope:
     if changed_outside:
         logger.error("the %s table was changed outside the pipeline since its last publish: re-deriving "
                      "every transaction to repair it", kind)
+    elif rules_changed and store.get_state(RULES_KEYS[kind]) is None:
+        logger.debug("%s: first derivation in this database: every transaction", kind)
     elif rules_changed:
         logger.info("%s rules differ from those last applied: re-deriving every transaction", kind)
     return Scope(covered, current, changed_outside)
@@ -117,8 +119,8 @@ def derive_tag_shard(store: Store, run_id: str, tags: TagList, shard: int, shard
             yield from result.tags.to_batches()
 
     staged = store.stage_tags(run_id, shard, tagged(), lambda: _ambiguous_counts(ambiguous))
-    logger.info("tag shard %d/%d: %d rows staged, %s, covering %s, ids %s", shard + 1, shards, staged,
-                dict(counts), scope.describe(), ids)
+    logger.info("tag shard %d/%d: %s tagged, %s untagged, %s ambiguous (%s; ids %s)", shard + 1, shards,
+                f"{counts['tagged']:,}", f"{counts['untagged']:,}", f"{counts['ambiguous']:,}", scope.describe(), ids)
     return Derived(kind=TAGS, covered_runs=scope.covered, rows=staged, counts=dict(counts),
                    distribution=dict(counts), state={RULES_KEYS[TAGS]: tags.fingerprint},
                    repaired=repaired, table_fingerprint=scope.table_fingerprint)

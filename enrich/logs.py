@@ -10,7 +10,7 @@ import os
 import sys
 import time
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+FORMAT = "%(levelname)s %(name)s: %(message)s"  # (Metaflow stamps every line of a task with its time)
 
 
 def configure_logging(level: str | None = None) -> None:

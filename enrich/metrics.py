@@ -363,7 +363,7 @@ def write_textfile(path: Path, metrics: RunMetrics, last_success: float | None) 
     if path.suffix != ".prom":
         logger.warning("metrics textfile %s does not end in .prom: node_exporter will ignore it", path)
     replace_atomically(path, data)
-    logger.info("wrote %d bytes of run metrics to %s", len(data), path)
+    logger.debug("wrote %d bytes of run metrics to %s", len(data), path)
 
 
 def push(gateway_url: str, metrics: RunMetrics, last_success: float | None, *,

@@ -179,7 +179,7 @@ def release(store: Store | None, run_id: str) -> None:
         logger.error("run lock of %s not released (%s): %s", store.location.display, type(exc).__name__, exc)
         return
     if released:
-        logger.info("%s: run lock of run %s released", store.location.display, run_id)
+        logger.debug("%s: run lock of run %s released", store.location.display, run_id)
 
 
 def liveness(holder: LockHolder) -> str:

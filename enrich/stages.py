@@ -95,7 +95,8 @@ def annotate(settings: RunSettings) -> tuple[Derived, PublishStats]:
         stats, classes = store.annotate_in_place(settings.run_id, scope.covered, state, scope.table_fingerprint)
     zero = classes.pop(None, 0)
     counts = {"annotated": sum(classes.values()), "zero_amount": zero}
-    logger.info("annotations: %s rows written, %s, covering %s", f"{stats.written:,}", counts, scope.describe())
+    logger.info("annotations: %s annotated, %s zero amount (%s)", f"{counts['annotated']:,}",
+                f"{counts['zero_amount']:,}", scope.describe())
     distribution = {str(label): n for label, n in classes.items()}
     return Derived(kind=ANNOTATIONS, covered_runs=scope.covered, rows=stats.written, counts=counts,
                    distribution={**distribution, "ZERO": zero}, state=state, repaired=repaired,

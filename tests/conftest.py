@@ -86,6 +86,19 @@ def new_store(new_database):
 
 
 @pytest.fixture
+def flow_database(backend, tmp_path, request, monkeypatch) -> str:
+    """``--database`` for a flow run on ``backend``: a file, or a URL whose password the tasks find in
+    ``PGPASSWORD`` (as the launcher hands it over)."""
+    if backend == "sqlite":
+        return str(tmp_path / "database.db")
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(request.getfixturevalue("postgres_url"))
+    monkeypatch.setenv("PGPASSWORD", unquote(parts.password or ""))
+    return urlunsplit(parts._replace(netloc=f"{parts.username}@{parts.hostname}:{parts.port}"))
+
+
+@pytest.fixture
 def any_store(new_store):
     """A new, empty database on each backend."""
     return new_store()

@@ -37,7 +37,7 @@ class FlowResult:
     run: object
     stdout: str
     stderr: str
-    database: Path
+    database: Path | str
     sms: list[dict]
 
     @property
@@ -48,15 +48,19 @@ class FlowResult:
         return open_store(self.database)
 
     def query(self, sql: str, params=()) -> list[tuple]:
-        """Rows of one statement on the run's database, read through the store (read-only): the
-        test process opens the file with the project's SQLite library only."""
-        return open_store(self.database, read_only=True).rows(sql, params)
+        """Rows of one statement (``?`` placeholders, on either backend) on the run's database, read
+        through the store (read-only): the test process opens an SQLite file with the project's
+        SQLite library only."""
+        from enrich.store.ledger import Dialect
+
+        store = open_store(self.database, read_only=True)
+        return store.rows(Dialect(numbered=store.backend == "postgresql").sql(sql), params)
 
     def count(self, table: str) -> int:
         return self.query(f"SELECT COUNT(*) FROM {table}")[0][0]
 
 
-def run_flow(workdir: Path, transactions: Path | None = None, *, database: Path | None = None,
+def run_flow(workdir: Path, transactions: Path | None = None, *, database: Path | str | None = None,
              twilio: bool = True, twilio_status: int = 201, fault: str = "",
              **parameters) -> FlowResult:
     """Run the flow with Runner in ``workdir``; every Twilio request is intercepted and logged."""

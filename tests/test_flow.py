@@ -34,8 +34,8 @@ def assert_matches_rules(result, tags=DEFAULT_TAGS, mode="word"):
         assert annotation == annotation_of(Decimal(cents) / 100), cents
 
 
-def test_reference_sample_is_stored_tagged_and_annotated_by_the_rules(tmp_path):
-    result = run_flow(tmp_path, REFERENCE_CSV)
+def test_reference_sample_is_stored_tagged_and_annotated_by_the_rules(tmp_path, flow_database):
+    result = run_flow(tmp_path, REFERENCE_CSV, database=flow_database)
     assert result.returncode == 0, result.stderr
     assert result.sms == []
     assert result.count("transactions") == 50
@@ -121,25 +121,27 @@ def test_without_twilio_configuration_one_warning_line(tmp_path):
     assert output.count("SMS alert not sent: Twilio is not configured") == 1
 
 
-def test_rerunning_the_same_file_changes_nothing(tmp_path):
+def test_rerunning_the_same_file_changes_nothing(tmp_path, flow_database):
     csv = write_csv(tmp_path / "t.csv", SMALL)
-    first = run_flow(tmp_path, csv)
-    snapshot = first.query("SELECT * FROM transactions"), first.query("SELECT * FROM tags"), \
-        first.query("SELECT * FROM annotations")
-    second = run_flow(tmp_path, csv)
+    first = run_flow(tmp_path, csv, database=flow_database)
+    snapshot = first.query("SELECT * FROM transactions ORDER BY id"), \
+        first.query("SELECT * FROM tags ORDER BY transaction_id"), \
+        first.query("SELECT * FROM annotations ORDER BY transaction_id")
+    second = run_flow(tmp_path, csv, database=flow_database)
     assert second.returncode == 0, second.stderr
-    assert (second.query("SELECT * FROM transactions"), second.query("SELECT * FROM tags"),
-            second.query("SELECT * FROM annotations")) == snapshot
+    assert (second.query("SELECT * FROM transactions ORDER BY id"),
+            second.query("SELECT * FROM tags ORDER BY transaction_id"),
+            second.query("SELECT * FROM annotations ORDER BY transaction_id")) == snapshot
     assert second.query("SELECT rows_new, rows_updated, rows_unchanged FROM runs ORDER BY started_at")[-1] \
         == (0, 0, 7)
 
 
-def test_a_changed_row_is_rederived_and_its_stale_tag_removed(tmp_path):
-    run_flow(tmp_path, write_csv(tmp_path / "a.csv", SMALL))
+def test_a_changed_row_is_rederived_and_its_stale_tag_removed(tmp_path, flow_database):
+    run_flow(tmp_path, write_csv(tmp_path / "a.csv", SMALL), database=flow_database)
     changed = SMALL.replace("2,303.28,CARTE 06/10/21 69 TOTO", "2,-12.00,CARTE 06/10/21 69") \
                    .replace("3,-474.99,*COTISATION TATA", "3,-474.99,*COTISATION TUTU")
     result = run_flow(tmp_path, write_csv(tmp_path / "b.csv", "id,amount,wording\n8,1,new TOTO\n"
-                                          + changed.split("\n", 1)[1]))
+                                          + changed.split("\n", 1)[1]), database=flow_database)
     assert result.returncode == 0, result.stderr
     assert result.query("SELECT tag FROM tags WHERE transaction_id = 2") == []
     assert result.query("SELECT tag FROM tags WHERE transaction_id = 3") == [("TUTU",)]

@@ -46,11 +46,11 @@ def test_annotations_deleted_between_two_runs_fail_the_next_run_and_alert(tmp_pa
     assert second.query("SELECT status FROM runs WHERE run_id = ?", (second.run.pathspec,)) == [("failed",)]
 
 
-def test_a_tampered_tag_is_caught_reported_and_repaired(tmp_path):
-    first = run_flow(tmp_path, REFERENCE_CSV)
+def test_a_tampered_tag_is_caught_reported_and_repaired(tmp_path, flow_database):
+    first = run_flow(tmp_path, REFERENCE_CSV, database=flow_database)
     published = first.query("SELECT * FROM tags ORDER BY transaction_id")
     tamper(first.store, "UPDATE tags SET tag = 'TAXI' WHERE transaction_id = 2")
-    second = run_flow(tmp_path, REFERENCE_CSV)
+    second = run_flow(tmp_path, REFERENCE_CSV, database=flow_database)
     assert second.returncode != 0
     assert "tags_complete" in second.sms[0]["fields"]["Body"]
     (passed, observed, message), = second.query(

@@ -129,3 +129,41 @@ def test_a_failing_run_leaves_the_token_nowhere(tmp_path, monkeypatch, twilio_st
     assert result.query("SELECT status FROM alerts") == [(expected,)]
     if twilio_status == 401:
         assert "authentication failed" in result.query("SELECT error FROM alerts")[0][0]
+
+
+@pytest.mark.flow
+def test_a_database_password_in_the_url_appears_nowhere(tmp_path, postgres_url):
+    """`--database postgresql://user:PASSWORD@...` through the launcher, on a failing run: the password
+    is handed to the tasks as PGPASSWORD, and shows in no output, log, artifact, card, metrics file,
+    the SMS or the database."""
+    import os
+    import subprocess
+    import sys
+    from urllib.parse import unquote, urlsplit
+
+    from enrich.store import open_store
+    from tests.flow_support import INJECT, ROOT
+
+    password = unquote(urlsplit(postgres_url).password or "")
+    assert len(password) >= 8
+    datastore, work = tmp_path / "datastore", tmp_path / "work"
+    datastore.mkdir()
+    work.mkdir()
+    sms_log = work / "sms.jsonl"
+    env = {**os.environ, **TWILIO_ENV, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(datastore),
+           "PYTHONPATH": os.pathsep.join([str(INJECT), str(ROOT)]), "ENRICH_TEST_TWILIO_LOG": str(sms_log)}
+    env.pop("PGPASSWORD", None)
+    done = subprocess.run([sys.executable, str(ROOT / "algorithm.py"), "run", "--transactions",
+                           str(write_csv(work / "t.csv", SMALL)), "--database", postgres_url,
+                           "--metrics", str(work / "metrics.prom"), "--simulate-failure", "tag_transactions"],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "SimulatedFailure" in done.stdout
+    assert password not in done.stdout + done.stderr
+    for root in (datastore, work):
+        assert not contains(root, password), root
+    assert contains(work, "enrich_last_run_success")  # positive control: the metrics file was read
+    store = open_store(postgres_url)
+    for table in ("runs", "step_runs", "alerts", "check_results", "rejected_rows", "enrichment_state"):
+        assert password not in str(store.rows(f"SELECT * FROM {table}")), table
+    assert password not in sms_log.read_text()
+    assert store.get_run(store.latest_run().run_id).status == "failed"

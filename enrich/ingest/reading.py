@@ -183,7 +183,7 @@ def iter_chunks(
         read = input_reader(name, stream, dialect)
         header = read_header(name, read, chunk_bytes, max_record_bytes, dialect)
         layout = header.layout
-        logger.info(
+        logger.debug(
             "%s: header OK (%d columns; id, amount, wording are columns %s)",
             name, layout.n_columns, ", ".join(str(p + 1) for p in layout.positions),
         )
@@ -198,7 +198,8 @@ def iter_chunks(
                 del scan, framing
             while pending:
                 yield from tally.non_empty(*pending.popleft().result())
-        logger.info("%s: %d valid rows, %d rejected rows", name, tally.valid, tally.rejected)
+        logger.debug("%s: %d valid rows, %d rejected rows (duplicates are paired when loading)", name, tally.valid,
+                     tally.rejected)
 
 
 class _Tally:

@@ -139,7 +139,7 @@ def publish_tags(location: DatabaseLocation, run_id: str, covered_runs: Sequence
                     "WHERE run_id = $1 GROUP BY run_id, wording", (run_id,))
         _discard(cur, run_id)
         _finish_publish(cur, TAGS, covered_runs, state)
-    logger.info("published tags: %d rows written, %d old rows replaced", written, removed)
+    logger.debug("published tags: %d rows written, %d old rows replaced", written, removed)
     return PublishStats(written=written, removed=removed,
                         pending_runs=tuple(covered_runs) if covered_runs is not None else ())
 
@@ -217,7 +217,7 @@ def annotate_in_place(location: DatabaseLocation, run_id: str, covered_runs: Seq
         else:
             classes = {str(label): count for label, count in counts.items() if label is not None}
     classes[None] = in_scope - written  # zero amounts
-    logger.info("annotated in place: %d rows written, %d old rows replaced", written, removed)
+    logger.debug("annotated in place: %d rows written, %d old rows replaced", written, removed)
     return PublishStats(written=written, removed=removed,
                         pending_runs=tuple(covered_runs) if covered_runs is not None else ()), classes
 
@@ -287,5 +287,5 @@ def index_wordings(location: DatabaseLocation) -> tuple[tuple[str, ...], int]:
                                          f"SELECT id, enrich_search_document(wording) {rows_sql} ORDER BY id "
                                          f"ON CONFLICT (id) DO UPDATE SET document = excluded.document")
         cur.execute("DELETE FROM pending_enrichment WHERE kind = $1", (SEARCH,))
-    logger.info("indexed %d wordings for search (runs %s)", written, list(runs))
+    logger.info("indexed %s wordings for search (%d run(s))", f"{written:,}", len(runs))
     return runs, written

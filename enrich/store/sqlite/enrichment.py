@@ -126,7 +126,7 @@ def publish_tags(path: Path, run_id: str, covered_runs: Sequence[str] | None, st
                     "WHERE run_id = ? GROUP BY run_id, wording", (run_id,))
         _discard(cur, run_id)
         _finish_publish(cur, TAGS, covered_runs, state)
-    logger.info("published tags: %d rows written, %d old rows replaced", written, removed)
+    logger.debug("published tags: %d rows written, %d old rows replaced", written, removed)
     return PublishStats(written=written, removed=removed,
                         pending_runs=tuple(covered_runs) if covered_runs is not None else ())
 
@@ -183,7 +183,7 @@ def annotate_in_place(path: Path, run_id: str, covered_runs: Sequence[str] | Non
         else:
             classes = {str(label): int(count) for label, count in cur.rows(_annotation_classes_sql(scope), params)}
     classes[None] = in_scope - written  # zero amounts
-    logger.info("annotated in place: %d rows written, %d old rows replaced", written, removed)
+    logger.debug("annotated in place: %d rows written, %d old rows replaced", written, removed)
     return PublishStats(written=written, removed=removed,
                         pending_runs=tuple(covered_runs) if covered_runs is not None else ()), classes
 
@@ -238,6 +238,6 @@ def index_wordings(path: Path) -> tuple[tuple[str, ...], int]:
         rows = int(cur.scalar("SELECT changes()"))
         cur.execute(f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}, rank) VALUES ('automerge', {FTS_AUTOMERGE})")
         cur.execute("DELETE FROM pending_enrichment WHERE kind = ?", (SEARCH,))
-    logger.info("indexed %d wordings for search (runs %s)", rows, list(runs))
+    logger.info("indexed %s wordings for search (%d run(s))", f"{rows:,}", len(runs))
     return runs, rows
 

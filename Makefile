@@ -40,6 +40,7 @@ test-deps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
 
 test: $(STAMP) test-deps
+	$(PY) -m mypy
 	$(PY) -m pytest -n 2 --dist loadfile
 
 # A throwaway PostgreSQL on 127.0.0.1 for a person (data in .pg/, fsync off): prints its URL.

@@ -28,15 +28,15 @@ def run_checks(store: Store, run_id: str, tags: TagList, load_stats: LoadStats |
     history = store.recent_runs(run_id, limits.history_runs)
     results = batch_checks(load_stats, [r.rows_read for r in history if r.rows_read is not None], limits)
     results += whole_database_checks(store, tags, {d.kind: d.repaired for d in derived if d.repaired})
-    for result in derived:
-        dimension = "tagging" if result.kind == TAGS else "annotations"
-        store.save_distribution(run_id, dimension, result.distribution)
+    for done in derived:
+        dimension = "tagging" if done.kind == TAGS else "annotations"
+        store.save_distribution(run_id, dimension, done.distribution)
         baseline = store.distribution([r.run_id for r in history], dimension)
-        results.append(checks.check_drift(dimension, result.distribution, baseline, limits.psi_threshold))
+        results.append(checks.check_drift(dimension, done.distribution, baseline, limits.psi_threshold))
     outliers, bounds = checks.amount_outliers(store.transaction_amounts([run_id]), limits.mad_factor)
     listed = outliers.slice(0, limits.anomalies_listed)
     results.append(checks.check_outliers(outliers.num_rows, listed.num_rows, bounds))
-    store.save_check_results(run_id, [CheckRecord(**r.as_row()) for r in results], listed)
+    store.save_check_results(run_id, results, listed)
     for result in results:
         log = logger.debug if result.passed else (logger.error if result.severity == "critical" else logger.warning)
         log("check %s (%s): %s", result.check_name, verdict(result), result.message)

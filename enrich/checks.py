@@ -23,7 +23,7 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # numpy, Arrow and the tag matcher are imported by the two scans that use them
     import pyarrow as pa
@@ -58,6 +58,12 @@ class CheckResult:
 
     def as_row(self) -> dict[str, object]:
         return asdict(self)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "CheckResult":
+        """A verdict read back from ``check_results``."""
+        return cls(check_name=row["check_name"], severity=row["severity"], passed=bool(row["passed"]),
+                   observed=row.get("observed") or "", expected=row.get("expected") or "", message=row["message"])
 
 
 def _result(name: str, severity: Severity, passed: bool, observed: object, expected: object,

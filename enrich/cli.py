@@ -263,7 +263,7 @@ def status(run: str, database: str, as_json: bool) -> None:
                         f"`enrich runs --database {store.location.display}`: its id, its number, or last.")
         result = {"database": store.location.display, "run": run_dict(record),
                   "steps": [step.as_dict() for step in store.step_attempts(record.run_id)],
-                  "checks": [check.as_dict() for check in store.check_results(record.run_id)],
+                  "checks": [check.as_row() for check in store.check_results(record.run_id)],
                   "alerts": [alert.as_dict() for alert in store.alerts_for_run(record.run_id)]}
     if as_json:
         emit_json(result)

@@ -58,7 +58,7 @@ class RunRecord:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "RunRecord":
         """A record from a ``runs`` row (extra columns, such as a computed duration, are ignored)."""
-        return cls(**{name: row.get(name) for name in RUN_COLUMNS})
+        return cls(**{name: row.get(name) for name in RUN_COLUMNS})  # type: ignore[arg-type]
 
     def figure(self, name: str) -> int | None:
         """The value of figure ``name`` (a ``FIGURES`` name)."""

@@ -22,6 +22,7 @@ from enrich.files import file_digest
 from enrich.logs import Progress
 from enrich.settings import RunSettings
 from enrich.store import ANNOTATIONS, LoadStats, PublishStats, Store, open_store
+from enrich.store.interface import ParsedChunk
 from enrich.store.timeutil import utc_now
 
 logger = logging.getLogger(__name__)
@@ -39,14 +40,14 @@ def begin_run(settings: RunSettings, user: str) -> dict[str, object]:
             "tags_sha256": settings.tag_list.fingerprint, "match_mode": settings.tag_list.mode}
 
 
-def ingest(settings: RunSettings, chunks: Iterator[object]) -> tuple[LoadStats, dict[str, object]]:
+def ingest(settings: RunSettings, chunks: Iterator[ParsedChunk]) -> tuple[LoadStats, dict[str, object]]:
     """Load the parsed chunks as one batch; the batch's ledger figures with the input file's SHA-256
     and size, computed in a thread meanwhile (hashing releases the GIL; the load is mostly the database's)."""
     started, progress = time.perf_counter(), Progress("ingest")
 
-    def counted() -> Iterator[object]:
+    def counted() -> Iterator[ParsedChunk]:
         for chunk in chunks:
-            progress.add(chunk.rows_read)  # type: ignore[attr-defined]
+            progress.add(len(chunk.valid) + len(chunk.rejected))
             yield chunk
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest") as pool:
@@ -90,7 +91,7 @@ def annotate(settings: RunSettings) -> tuple[Derived, PublishStats]:
     state = {RULES_KEYS[ANNOTATIONS]: ANNOTATION_RULES_FINGERPRINT}
     if scope.covered == ():
         logger.info("annotations: nothing pending, nothing to write")
-        stats, classes = PublishStats(written=0, removed=0, pending_runs=()), {}
+        stats, classes = PublishStats(written=0, removed=0, pending_runs=()), dict[str | None, int]()
     else:
         stats, classes = store.annotate_in_place(settings.run_id, scope.covered, state, scope.table_fingerprint)
     zero = classes.pop(None, 0)

@@ -126,14 +126,14 @@ def _run_table(report: RunReport) -> Table:
             ["input", _clip(report.input_path)], ["tag matching", _clip(report.match_mode)],
             ["previous run", f"{report.previous_run_id} ({report.previous_status})" if report.previous_run_id
              else "none (first run in this database)"]]
-    return Table(rows)
+    return Table(rows)  # type: ignore[arg-type]  # (Metaflow's hint wants list[str | component]: str is one)
 
 
 def _figures_table(report: RunReport) -> Table:
     rows = [[figure.group, figure.label, _fmt(figure, figure.value), _fmt(figure, figure.previous),
              _fmt(figure, figure.delta, signed=True)] for figure in report.figures]
     previous = report.previous_run_id or "no previous run"
-    return Table(rows, headers=["", "figure", "this run", f"previous ({previous})", "change"])
+    return Table(rows, headers=["", "figure", "this run", f"previous ({previous})", "change"])  # type: ignore[arg-type]
 
 
 def _checks_table(report: RunReport) -> Table:

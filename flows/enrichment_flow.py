@@ -6,7 +6,7 @@ uses (Metaflow's idiom): a task pays only for what it runs.
 """
 from __future__ import annotations
 
-from metaflow import FlowSpec, Parameter, card, current, exit_hook, step
+from metaflow import FlowSpec, Parameter, card, current, exit_hook, step  # type: ignore[attr-defined]
 
 from enrich.paths import BUNDLED_TRANSACTIONS
 from flows.guards import BRANCH_LOCAL_ARTIFACTS, RunFailed, choose_failing_step, guarded, inherited_failures

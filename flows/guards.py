@@ -229,7 +229,7 @@ def alert_taken_over(store: Any, outcome: Any) -> None:
     from enrich.alerting import alert_failures
 
     dead = outcome.holder
-    alert_failures(store, current.flow_name, current.run_id, [Failure(
+    alert_failures(store, str(current.flow_name), str(current.run_id), [Failure(
         "run lock", "RunDied", f"run {dead.run_id} (user {dead.user}, started {dead.acquired_at}, pid {dead.pid} "
         f"on host {dead.host}) died without finishing; its ledger row was closed as failed and this run took "
         "over its lock. Its pending rows are caught up by this run.")])

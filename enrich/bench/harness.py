@@ -37,6 +37,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 from datetime import date
 from pathlib import Path
 
@@ -135,7 +136,7 @@ def tag_ratio_spec(tag_count: int) -> RatioSpec:
 
 # --------------------------------------------------------------------------- inputs
 
-def machine() -> dict[str, object]:
+def machine() -> dict[str, Any]:
     """Cores, RAM, CPU model, Python and today's date, for the results table."""
     pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
     cpu = platform.processor() or platform.machine()
@@ -289,11 +290,11 @@ def execute(runs: Sequence[PlannedRun], workdir: Path,
 
 # --------------------------------------------------------------------------- medians and ratios
 
-def summarize(measures: Sequence[Measure]) -> dict[str, dict[str, object]]:
+def summarize(measures: Sequence[Measure]) -> dict[str, dict[str, Any]]:
     """Per label, in first-seen order: runs, exit codes, and the medians of wall time, peak memory,
     rows/s and each ledger step's duration."""
     labels = list(dict.fromkeys(m.label for m in measures))
-    summary: dict[str, dict[str, object]] = {}
+    summary: dict[str, dict[str, Any]] = {}
     for label in labels:
         group = [m for m in measures if m.label == label]
         steps = list(dict.fromkeys(step for m in group for step in m.steps_s))
@@ -310,7 +311,7 @@ def summarize(measures: Sequence[Measure]) -> dict[str, dict[str, object]]:
     return summary
 
 
-def ratios(summary: Mapping[str, Mapping[str, object]], rows: int, tag_count: int = 0) -> list[dict[str, object]]:
+def ratios(summary: Mapping[str, Mapping[str, Any]], rows: int, tag_count: int = 0) -> list[dict[str, Any]]:
     """Every ratio of :data:`RATIOS` (and the tag-count one) whose two sides were measured."""
     specs = [*RATIOS, *([tag_ratio_spec(tag_count)] if tag_count else [])]
     found = []
@@ -331,7 +332,7 @@ def ratios(summary: Mapping[str, Mapping[str, object]], rows: int, tag_count: in
     return found
 
 
-def memory_check(summary: Mapping[str, Mapping[str, object]], rows: int) -> dict[str, object] | None:
+def memory_check(summary: Mapping[str, Mapping[str, Any]], rows: int) -> dict[str, Any] | None:
     """The largest process of our fresh and re-run runs against 1 GiB (the target at 10M rows)."""
     peaks = [float(summary[label]["peak_rss_mb"]) for label in (FRESH, RERUN) if label in summary]  # type: ignore[arg-type]
     if not peaks:
@@ -342,7 +343,7 @@ def memory_check(summary: Mapping[str, Mapping[str, object]], rows: int) -> dict
 
 def benchmark(rows: int, seed: int, workdir: Path, tag_count: int = 0, rerun: bool = True, repeat: int = 3,
               timer: Callable[[Sequence[str], Path, Path], Timing] = time_command,
-              progress: Callable[[str], None] | None = None, database: str | None = None) -> dict[str, object]:
+              progress: Callable[[str], None] | None = None, database: str | None = None) -> dict[str, Any]:
     """Run the alternating measurements of one size; return them with medians, ratios and the machine."""
     workdir.mkdir(parents=True, exist_ok=True)
     runs = plan(rows, seed, workdir, repeat, tag_count, rerun, database)
@@ -366,7 +367,7 @@ def _target_text(target: float | None, met: bool | None, unit: str = "×") -> st
     return f"target ≤ {target:g}{unit}: {'met' if met else 'NOT met'}"
 
 
-def table(result: Mapping[str, object]) -> str:
+def table(result: Mapping[str, Any]) -> str:
     """The medians and the ratios as plain text."""
     lines = [f"{result['rows']:,} rows, median of {result['repeat']} alternating run(s)  "
              f"(machine: {json.dumps(result['machine'])})",
@@ -394,9 +395,9 @@ def table(result: Mapping[str, object]) -> str:
     return "\n".join(lines)
 
 
-def latest_results(results: Iterable[Mapping[str, object]]) -> list[Mapping[str, object]]:
+def latest_results(results: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The last result of each row count that has the ratio format, smallest size first."""
-    latest: dict[int, Mapping[str, object]] = {}
+    latest: dict[int, Mapping[str, Any]] = {}
     for result in results:
         if "summary" in result:
             latest[int(result["rows"])] = result  # type: ignore[arg-type]
@@ -411,7 +412,7 @@ def _bound(target: float | None, unit: str = "×") -> str:
     return "–" if target is None else f"≤ {target:g}{unit}"
 
 
-def markdown_table(results: Sequence[Mapping[str, object]]) -> str:
+def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
     """The README's table: for each size (latest result), every ratio next to its absolute times,
     the largest process, and linear growth from 1M to 10M rows when both were measured."""
     machines = list(dict.fromkeys(
@@ -457,7 +458,7 @@ def markdown_table(results: Sequence[Mapping[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def read_results(path: Path) -> list[dict[str, object]]:
+def read_results(path: Path) -> list[dict[str, Any]]:
     """Every result recorded in a ``results.jsonl`` file (none when it does not exist)."""
     if not path.exists():
         return []

@@ -197,7 +197,7 @@ def _column(values: list[object]) -> Any:
     if kind is None:
         return na.c_array_from_buffers(na.null(), len(values), [])
     if kind is bool:
-        values = [None if value is None else int(value) for value in values]
+        values = [None if value is None else int(value) for value in values]  # type: ignore[call-overload]
         kind = int
     if kind is int:
         return na.c_array(values, na.int64())

@@ -167,7 +167,7 @@ class Ledger:
                 [(run_id, *row) for row in zip(*columns)])
 
     def check_results(self, run_id: str) -> list[CheckRecord]:
-        return [CheckRecord.from_row({**row, "passed": bool(row["passed"])}) for row in
+        return [CheckRecord.from_row(row) for row in
                 self._dicts("SELECT * FROM check_results WHERE run_id = ? ORDER BY check_name", (run_id,))]
 
     def save_distribution(self, run_id: str, dimension: str, counts: Mapping[str, int]) -> None:

@@ -5,6 +5,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from enrich.checks import CheckResult
+
 TAGS = "tags"
 ANNOTATIONS = "annotations"
 SEARCH = "search"  # the full-text index of the wordings
@@ -92,16 +94,8 @@ class AlertRecord(_Record):
     created_at: str | None = None
 
 
-@dataclass(frozen=True)
-class CheckRecord(_Record):
-    """One data check's verdict for one run."""
-
-    check_name: str
-    severity: str  # critical, warning, info
-    passed: bool
-    observed: str | None
-    expected: str | None
-    message: str
+#: One data check's verdict for one run (the check functions' own result type).
+CheckRecord = CheckResult
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from enrich.annotation import RULES
 
@@ -33,7 +34,7 @@ def fingerprint_sql(kind: str) -> str:
             f"GROUP BY {value} ORDER BY {value}")
 
 
-def fingerprint(rows: Iterable[Sequence[object]]) -> str:
+def fingerprint(rows: Iterable[Sequence[Any]]) -> str:
     """The digest of :func:`fingerprint_sql`'s rows (numbers normalised, so drivers agree)."""
     digest = hashlib.sha256()
     for value, count, sum1, sum2 in rows:

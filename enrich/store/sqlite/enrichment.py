@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from enrich.store.adbc import Cursor, rechunk
 from enrich.store.errors import ConcurrentModification
@@ -202,7 +202,7 @@ def _annotate_sql(scope: str) -> str:
 
 
 def _finish_publish(cur: Cursor, kind: str, covered_runs: Sequence[str] | None,
-                    state: Mapping[str, str]) -> list[tuple[object, ...]]:
+                    state: Mapping[str, str]) -> list[tuple[Any, ...]]:
     """Clear the covered runs from pending_enrichment, save ``state`` and the table's new fingerprint
     (returns the rows it was computed from: value, count, id sums)."""
     if covered_runs is None:

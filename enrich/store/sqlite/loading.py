@@ -138,7 +138,7 @@ def _reject_conflicting_duplicates(bulk: Cursor, order: IdOrder) -> tuple[int, i
            OR line NOT IN (SELECT MIN(line) FROM temp.dup_rows GROUP BY id)""")
     bulk.execute("DELETE FROM temp.staging WHERE line IN (SELECT line FROM temp.dropped WHERE NOT unchanged)")
     bulk.execute("DELETE FROM temp.unchanged WHERE line IN (SELECT line FROM temp.dropped WHERE unchanged)")
-    dropped, cents, unchanged_cents = bulk.row("SELECT COUNT(*), COALESCE(SUM(amount_cents), 0), "
+    dropped, cents, unchanged_cents = bulk.row("SELECT COUNT(*), COALESCE(SUM(amount_cents), 0), "  # type: ignore[misc]
                                                "COALESCE(SUM(amount_cents * unchanged), 0) FROM temp.dropped")
     return int(bulk.scalar("SELECT COUNT(*) FROM temp.conflicts")), int(dropped), int(cents), int(unchanged_cents)
 

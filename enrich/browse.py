@@ -26,7 +26,7 @@ from types import FrameType
 
 from enrich.datasette_csv import PLUGIN_NAME
 from enrich.store import DatabaseMissing, open_store
-from enrich.store.sqlite.queries import BROWSE_VIEWS, CANNED_QUERIES
+from enrich.store.sqlite.queries import CANNED_QUERIES
 from enrich.store.sqlite.schema import FTS_TABLE
 
 TITLE = "Transaction enrichment"

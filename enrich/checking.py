@@ -16,7 +16,7 @@ from enrich import checks
 from enrich.checks import CheckResult, CheckSettings
 from enrich.derivation import RULES_KEYS, Derived
 from enrich.failures import Failure
-from enrich.store import ANNOTATIONS, TAGS, CheckRecord, LoadStats, Store
+from enrich.store import ANNOTATIONS, TAGS, LoadStats, Store
 from enrich.taglists import TagList
 
 logger = logging.getLogger(__name__)

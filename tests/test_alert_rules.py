@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from enrich import metrics

@@ -17,7 +17,7 @@ neither numpy nor pyarrow.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -169,6 +169,19 @@ class Cursor:
             return int(statement.execute_update())
         finally:
             statement.close()
+
+
+@contextmanager
+def transaction(cur: Cursor, begin: str, rollback: Callable[[Cursor], None]) -> Iterator[Cursor]:
+    """``begin`` ... ``COMMIT``, undone whole by ``rollback`` (the backend's, which knows when the
+    server has already rolled back) on any exception."""
+    cur.execute(begin)
+    try:
+        yield cur
+    except BaseException:
+        rollback(cur)
+        raise
+    cur.execute("COMMIT")
 
 
 @contextmanager

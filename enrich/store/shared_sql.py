@@ -45,3 +45,31 @@ def fingerprint(rows: Iterable[Sequence[Any]]) -> str:
 def fingerprint_key(kind: str) -> str:
     """The enrichment_state key of the fingerprint a publish leaves of its table."""
     return f"{kind}_table_fingerprint"
+
+
+# ..................................................................... canned queries alike on both backends
+def runs_by_status_sql() -> str:
+    """How many runs ended in each status, with the latest of each."""
+    return """SELECT r.status, COUNT(*) AS runs, MAX(r.started_at) AS last_started_at,
+           (SELECT x.run_id FROM runs x WHERE x.status = r.status ORDER BY x.started_at DESC LIMIT 1)
+               AS last_run_id
+        FROM runs r GROUP BY r.status ORDER BY runs DESC"""
+
+
+def last_run_failed_checks_sql() -> str:
+    """The failed checks of the latest run that ran its checks (critical first)."""
+    return """SELECT c.run_id, r.status AS run_status, c.check_name, c.severity, c.observed, c.expected,
+               c.message
+        FROM check_results c JOIN runs r ON r.run_id = c.run_id
+        WHERE c.run_id = (SELECT x.run_id FROM runs x
+                          WHERE EXISTS (SELECT 1 FROM check_results y WHERE y.run_id = x.run_id)
+                          ORDER BY x.started_at DESC LIMIT 1)
+          AND c.passed = 0
+        ORDER BY c.severity = 'critical' DESC, c.check_name"""
+
+
+def run_rejected_rows_sql(run_ref_sql: str) -> str:
+    """The quarantined rows of the run that ``run_ref_sql`` (the backend's run reference from
+    ``:run_id``: full id, bare number, or blank for the latest) selects."""
+    return f"""SELECT run_id, line, reason, raw FROM rejected_rows
+        WHERE run_id = {run_ref_sql} ORDER BY line"""

@@ -25,7 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from enrich.store.errors import (BackupInvalid, DatabaseDirectoryMissing, DatabaseMissing, RestoreRefused, StorageError,
+from enrich.store.backupfiles import backup_target, fsync
+from enrich.store.errors import (BackupInvalid, DatabaseMissing, RestoreRefused, StorageError,
                                  UnsupportedOperation)
 from enrich.store.location import DatabaseLocation
 from enrich.store.postgres.connection import connect
@@ -76,35 +77,6 @@ def _dbname(location: DatabaseLocation) -> str:
     return location.without_password().target
 
 
-def backup_target(location: DatabaseLocation, dest: str) -> Path:
-    """The file a backup goes to: ``dest`` itself when it has a backup suffix, else a new
-    ``<dbname>-<UTC time>.dump`` inside the directory ``dest`` (created if missing). An existing
-    file is never overwritten."""
-    target = Path(dest).expanduser()
-    as_directory = dest.endswith(("/", os.sep)) or target.is_dir() or target.suffix.lower() not in BACKUP_SUFFIXES
-    if as_directory:
-        target.mkdir(parents=True, exist_ok=True)
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", location.target.rsplit("/", 1)[-1].split("?")[0]) or "enrich"
-        target = target.resolve() / f"{name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}.dump"
-    else:
-        target = target.resolve()
-        if not target.parent.is_dir():
-            raise DatabaseDirectoryMissing(f"{target}: directory {target.parent} does not exist. Create it, or "
-                                           "name a directory (ending with /) to put the backup in.")
-    if target.exists():
-        raise FileExistsError(f"{target}: already exists; a backup never overwrites a file. "
-                              "Name a new file or a directory.")
-    return target
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def dump(location: DatabaseLocation, target: Path) -> dict[str, Any]:
     """``pg_dump -Fc`` of one snapshot into ``target`` (via a ``.partial`` file, renamed once verified);
     the row counts of that snapshot."""
@@ -124,9 +96,9 @@ def dump(location: DatabaseLocation, target: Path) -> dict[str, Any]:
         if version < 1:
             raise BackupInvalid(f"{target}: the archive of {location.display} holds no schema version; it was "
                                 "not kept.")
-        _fsync(partial)
+        fsync(partial)
         os.replace(partial, target)
-        _fsync(target.parent)
+        fsync(target.parent)
     finally:
         partial.unlink(missing_ok=True)
     return {"bytes": target.stat().st_size, "seconds": round(time.perf_counter() - started, 3),
@@ -136,7 +108,8 @@ def dump(location: DatabaseLocation, target: Path) -> dict[str, Any]:
 def backup(location: DatabaseLocation, dest: str) -> dict[str, Any]:
     """A consistent online archive of the database (see :func:`backup_target` for ``dest``)."""
     _tool("pg_dump")
-    target = backup_target(location, dest)
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", location.target.rsplit("/", 1)[-1].split("?")[0]) or "enrich"
+    target = backup_target(dest, name, ".dump", BACKUP_SUFFIXES)
     done = dump(location, target)
     return {"database": location.display, "backup": str(target), **done, "integrity": "ok"}
 

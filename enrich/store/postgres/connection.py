@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import adbc_driver_postgresql
 
+from enrich.store import adbc
 from enrich.store.adbc import Connection, Cursor, DriverError
 from enrich.store.errors import (AccessDenied, BadDatabaseLocation, ConnectionLost, ConstraintViolation, DatabaseBusy,
                                  DatabaseReadOnly, StorageError, StorageFull)
@@ -80,16 +81,9 @@ def _quietly_close(handle: object) -> None:
         logger.debug("closing a PostgreSQL handle: %s", exc)
 
 
-@contextmanager
-def transaction(cur: Cursor) -> Iterator[Cursor]:
+def transaction(cur: Cursor) -> AbstractContextManager[Cursor]:
     """``BEGIN`` ... ``COMMIT``, rolled back whole on any exception."""
-    cur.execute("BEGIN")
-    try:
-        yield cur
-    except BaseException:
-        _rollback(cur)
-        raise
-    cur.execute("COMMIT")
+    return adbc.transaction(cur, "BEGIN", _rollback)
 
 
 def _rollback(cur: Cursor) -> None:

@@ -63,7 +63,7 @@ def load_batch(location: DatabaseLocation, run_id: str, chunks: Iterable[ParsedC
         key = run_key(bulk, run_id)
         updated = execute_count(bulk, _update_changed_sql(key))  # first: the new rows are not there yet
         new = execute_count(bulk, _insert_new_sql(key, in_id_order=order.nearly_sorted))
-        changed, existing = updated + new, rows_loaded - new
+        changed = updated + new
         if changed >= _ANALYZE_TABLE_ROWS:  # the next steps' plans need the new rows counted (autovacuum
             bulk.execute("ANALYZE transactions")  # would gather them later, after those steps began)
         # what the database now holds for the batch's ids: the staged rows read back, plus the rows

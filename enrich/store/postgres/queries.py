@@ -9,6 +9,7 @@ import re
 
 from enrich.store.postgres.lineage import lineage_key_sql as _lineage_key_sql
 from enrich.store.queries import QUERIES, CannedQuery
+from enrich.store.shared_sql import last_run_failed_checks_sql, run_rejected_rows_sql, runs_by_status_sql
 
 BROWSE_VIEWS: tuple[str, ...] = ("enriched_transactions", "tag_summary", "annotation_summary", "run_summary")
 
@@ -27,32 +28,6 @@ def _run_ref_sql(param: str = "run_id") -> str:
     """A run id from ``:param``: the full id, its bare number, or blank for the latest run."""
     return (f"(SELECT run_id FROM runs WHERE COALESCE({_param(param)}, '') = '' "
             f"OR {_run_number_matches('run_id', param)} ORDER BY started_at DESC LIMIT 1)")
-
-
-def runs_by_status_sql() -> str:
-    """How many runs ended in each status, with the latest of each."""
-    return """SELECT r.status, COUNT(*) AS runs, MAX(r.started_at) AS last_started_at,
-           (SELECT x.run_id FROM runs x WHERE x.status = r.status ORDER BY x.started_at DESC LIMIT 1)
-               AS last_run_id
-        FROM runs r GROUP BY r.status ORDER BY runs DESC"""
-
-
-def last_run_failed_checks_sql() -> str:
-    """The failed checks of the latest run that ran its checks (critical first)."""
-    return """SELECT c.run_id, r.status AS run_status, c.check_name, c.severity, c.observed, c.expected,
-               c.message
-        FROM check_results c JOIN runs r ON r.run_id = c.run_id
-        WHERE c.run_id = (SELECT x.run_id FROM runs x
-                          WHERE EXISTS (SELECT 1 FROM check_results y WHERE y.run_id = x.run_id)
-                          ORDER BY x.started_at DESC LIMIT 1)
-          AND c.passed = 0
-        ORDER BY c.severity = 'critical' DESC, c.check_name"""
-
-
-def run_rejected_rows_sql() -> str:
-    """The quarantined rows of a run (``:run_id``: full id, bare number, or blank for the latest)."""
-    return f"""SELECT run_id, line, reason, raw FROM rejected_rows
-        WHERE run_id = {_run_ref_sql()} ORDER BY line"""
 
 
 def step_durations_sql() -> str:
@@ -150,7 +125,7 @@ def pending_enrichment_sql() -> str:
 _SQL = {
     "runs_by_status": runs_by_status_sql(),
     "last_run_failed_checks": last_run_failed_checks_sql(),
-    "run_rejected_rows": run_rejected_rows_sql(),
+    "run_rejected_rows": run_rejected_rows_sql(_run_ref_sql()),
     "step_durations": step_durations_sql(),
     "runs_between": runs_between_sql(),
     "unannotated_transactions": unannotated_transactions_sql(),

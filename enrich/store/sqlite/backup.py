@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from enrich.store.backupfiles import backup_target, fsync
 from enrich.store.errors import (BackupInvalid, DatabaseDirectoryMissing, DatabaseMissing, RestoreRefused,
                                  StorageError)
 from enrich.store.sqlite.connection import DriverError, database_error, read_only
@@ -47,38 +48,10 @@ def table_counts_of(path: Path) -> dict[str, int]:
                 for table in ("transactions", "tags", "annotations", "rejected_rows")}
 
 
-def backup_target(source: Path, dest: str) -> Path:
-    """The file a backup of ``source`` goes to. ``dest`` is a directory (created if missing) when it
-    ends with ``/``, is one, or has no backup suffix (:data:`BACKUP_SUFFIXES`): then the backup is
-    ``<name>-<UTC time>.db`` inside. An existing file is never overwritten."""
-    target = Path(dest).expanduser()
-    as_directory = dest.endswith(("/", os.sep)) or target.is_dir() or target.suffix.lower() not in BACKUP_SUFFIXES
-    if as_directory:
-        target.mkdir(parents=True, exist_ok=True)
-        target = target.resolve() / f"{source.stem}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}.db"
-    else:
-        target = target.resolve()
-        if not target.parent.is_dir():
-            raise DatabaseDirectoryMissing(f"{target}: directory {target.parent} does not exist. Create it, or "
-                                           "name a directory (ending with /) to put the backup in.")
-    if target.exists():
-        raise FileExistsError(f"{target}: already exists; a backup never overwrites a file. "
-                              "Name a new file or a directory.")
-    return target
-
-
 def _copy(source: Path, dest: Path) -> None:
     """``VACUUM INTO``: one read transaction of ``source``, WAL content included."""
     with read_only(source, query_only=False) as cur:
         cur.execute("VACUUM INTO ?", (str(dest),))
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def verified_copy(source: Path, dest: Path) -> dict[str, Any]:
@@ -92,9 +65,9 @@ def verified_copy(source: Path, dest: Path) -> dict[str, Any]:
         if problems:
             raise BackupInvalid(f"{dest}: the copy of {source} fails its integrity check "
                                 f"({'; '.join(problems[:5])}); it was not kept.")
-        _fsync(partial)
+        fsync(partial)
         os.replace(partial, dest)
-        _fsync(dest.parent)
+        fsync(dest.parent)
     except DriverError as exc:
         raise database_error(source, exc) from exc
     finally:
@@ -106,7 +79,7 @@ def backup(database: Path, dest: str) -> dict[str, Any]:
     """A consistent online copy of ``database`` (see :func:`backup_target` for ``dest``)."""
     if not database.is_file():
         raise DatabaseMissing(f"{database}: no such database file to back up. Check --database.")
-    target = backup_target(database, dest)
+    target = backup_target(dest, database.stem, ".db", BACKUP_SUFFIXES)
     done = verified_copy(database, target)
     return {"database": str(database), "backup": str(target), **done, "integrity": "ok",
             "schema_version": file_schema_version(target), "counts": table_counts_of(target)}
@@ -159,7 +132,7 @@ def restore(target: Path, backup_file: Path, blockers: list[str], force: bool) -
             os.replace(old, aside)
             kept.append(str(aside))
         os.replace(incoming, target)
-        _fsync(target.parent)
+        fsync(target.parent)
     finally:
         incoming.unlink(missing_ok=True)
     return {"database": str(target), "restored_from": str(backup_file), "replaced": kept,

@@ -13,11 +13,12 @@ parallel writers wait for each other (``busy_timeout``) instead of failing with
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import adbc_driver_sqlite
 
+from enrich.store import adbc
 from enrich.store.adbc import Connection, Cursor, DriverError
 from enrich.store.errors import (CannotOpenDatabase, ConstraintViolation, DatabaseBusy, DatabaseDirectoryMissing,
                                  DatabaseMissing, DatabaseReadOnly, NotADatabase, StorageError, StorageFull)
@@ -48,24 +49,14 @@ def connect(path: Path, *, foreign_keys: bool = True, busy_timeout_ms: int = BUS
         conn = Connection(adbc_driver_sqlite.connect(str(path)))
     except DriverError as exc:
         raise database_error(path, exc) from exc
-    try:
-        cur = Cursor(conn, {"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
-        try:
-            if new_file:  # before WAL and any table
-                cur.execute(f"PRAGMA page_size = {PAGE_SIZE}")
-            for pragma in _pragmas(foreign_keys, busy_timeout_ms, BULK_CACHE_KIB if bulk else CACHE_KIB):
-                cur.execute(pragma)
-            if cur.scalar("PRAGMA journal_mode") != "wal":
-                cur.scalar("PRAGMA journal_mode = WAL")
-            yield cur
-        finally:
-            cur.close()
-    except DriverError as exc:
-        if condition_of(exc):  # a state of the file or disk; anything else is a bug, raised as it is
-            raise database_error(path, exc) from exc
-        raise
-    finally:
-        conn.close()
+    with _session(conn, path, {"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)}) as cur:
+        if new_file:  # before WAL and any table
+            cur.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+        for pragma in _pragmas(foreign_keys, busy_timeout_ms, BULK_CACHE_KIB if bulk else CACHE_KIB):
+            cur.execute(pragma)
+        if cur.scalar("PRAGMA journal_mode") != "wal":
+            cur.scalar("PRAGMA journal_mode = WAL")
+        yield cur
 
 
 @contextmanager
@@ -83,17 +74,25 @@ def read_only(path: Path, busy_timeout_ms: int = BUSY_TIMEOUT_MS, *, query_only:
         conn = Connection(adbc_driver_sqlite.connect(f"{path.as_uri()}?mode=ro"))
     except DriverError as exc:
         raise database_error(path, exc) from exc
+    with _session(conn, path) as cur:
+        cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        if query_only:
+            cur.execute("PRAGMA query_only = ON")
+        yield cur
+
+
+@contextmanager
+def _session(conn: Connection, path: Path, options: dict[str, str] | None = None) -> Iterator[Cursor]:
+    """A cursor on ``conn``, both closed on exit; the driver's errors that are a state of the file
+    or disk become this package's errors (anything else is a bug, raised as it is)."""
     try:
-        cur = Cursor(conn)
+        cur = Cursor(conn, options)
         try:
-            cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            if query_only:
-                cur.execute("PRAGMA query_only = ON")
             yield cur
         finally:
             cur.close()
     except DriverError as exc:
-        if condition_of(exc):  # a state of the file or disk; anything else is a bug, raised as it is
+        if condition_of(exc):
             raise database_error(path, exc) from exc
         raise
     finally:
@@ -106,17 +105,10 @@ def _pragmas(foreign_keys: bool, busy_timeout_ms: int, cache_kib: int) -> tuple[
             "PRAGMA temp_store = FILE")
 
 
-@contextmanager
-def transaction(cur: Cursor) -> Iterator[Cursor]:
+def transaction(cur: Cursor) -> AbstractContextManager[Cursor]:
     """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back whole on any exception (SQLite has already
     rolled back after a full disk: the rollback is then skipped)."""
-    cur.execute("BEGIN IMMEDIATE")
-    try:
-        yield cur
-    except BaseException:
-        _rollback(cur)
-        raise
-    cur.execute("COMMIT")
+    return adbc.transaction(cur, "BEGIN IMMEDIATE", _rollback)
 
 
 def _rollback(cur: Cursor) -> None:

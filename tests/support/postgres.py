@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import pwd
@@ -51,7 +50,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -60,6 +58,8 @@ import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any
+
+from tests.support.children import die_with_parent, free_port
 
 #: The only address the server listens on.
 HOST = "127.0.0.1"
@@ -132,13 +132,6 @@ def find_bindir() -> Path | None:
     return None
 
 
-def _free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 def _unprivileged_user() -> pwd.struct_passwd | None:
     """The account the cluster runs as: ``None`` unless this process is root."""
     if os.geteuid() != 0:
@@ -150,25 +143,6 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
             continue
     raise PostgresUnavailable("running as root, and there is no 'postgres' or 'nobody' user to run "
                               "PostgreSQL as (initdb and postgres refuse root)")
-
-
-def _load_prctl() -> Any:
-    """libc's ``prctl`` (Linux), looked up in the parent: the child must not dlopen after fork."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _load_prctl()
-
-
-def _die_with_parent() -> None:
-    """In the child, after it took the unprivileged user's ids: SIGKILL when the parent dies."""
-    if _PRCTL is not None:
-        _PRCTL(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def _child_env() -> dict[str, str]:
@@ -345,7 +319,7 @@ class ThrowawayPostgres:
             self._init_cluster()
             failures = []
             for _ in range(attempts):
-                self.port = _free_port()
+                self.port = free_port()
                 if self._start_server(detached):
                     self.startup_seconds = time.monotonic() - started
                     return self
@@ -403,7 +377,7 @@ class ThrowawayPostgres:
             self._process = subprocess.Popen(
                 [self._binary("postgres"), "-D", str(self.data_dir), "-p", str(self.port)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self._base(),
-                env=_child_env(), preexec_fn=_die_with_parent, **user)  # noqa: PLW1509
+                env=_child_env(), preexec_fn=die_with_parent, **user)  # noqa: PLW1509
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

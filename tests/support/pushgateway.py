@@ -25,14 +25,10 @@ failure. On Linux it also gets SIGKILL if the process that started it dies.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -42,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support.children import die_with_parent, free_port
 
 logger = logging.getLogger(__name__)
 
@@ -123,33 +121,6 @@ def require_binary() -> Path:
     pytest.fail(message, pytrace=False)
 
 
-def _free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def _load_prctl() -> object | None:
-    """libc's ``prctl`` (Linux), looked up once in the parent: the child must not dlopen after fork."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _load_prctl()
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGKILL when the parent dies (Linux only, best effort)."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)  # type: ignore[operator]
-
-
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """Terminate ``process``, killing it when it does not exit in time; always reaps it."""
     if process.poll() is not None:
@@ -194,14 +165,14 @@ def running_pushgateway(binary: Path | None = None, *, attempts: int = 3) -> Ite
         log_path = Path(workdir) / "pushgateway.log"
         failures: list[str] = []
         for _ in range(attempts):
-            port = _free_port()
+            port = free_port()
             gateway = Pushgateway(url=f"http://{HOST}:{port}", port=port, log_path=log_path)
             with open(log_path, "wb") as log:
                 process = subprocess.Popen(
                     [str(binary), f"--web.listen-address={HOST}:{port}",
                      "--persistence.file=", "--log.level=warn"],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    cwd=workdir, preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls the preloaded prctl
+                    cwd=workdir, preexec_fn=die_with_parent,  # noqa: PLW1509 - only calls the preloaded prctl
                 )
             try:
                 if _wait_ready(gateway, process, time.monotonic() + READY_TIMEOUT_S):

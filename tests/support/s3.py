@@ -18,9 +18,7 @@ For tests, use the fixtures of :mod:`tests.support.fixtures` (``s3_server``, ``s
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +27,8 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from tests.support.children import die_with_parent
 
 #: The only address the server listens on.
 HOST = "127.0.0.1"
@@ -70,24 +70,6 @@ class S3Unavailable(RuntimeError):
     """moto's server could not be started."""
 
 
-def _load_prctl() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _load_prctl()
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the parent dies (Linux, best effort)."""
-    if _PRCTL is not None:
-        _PRCTL(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-
-
 class MotoServer:
     """moto's server (all AWS services, S3 included) in a child process on ``127.0.0.1``."""
 
@@ -120,7 +102,7 @@ class MotoServer:
             self._process = subprocess.Popen(
                 [sys.executable, "-c", _SERVE, HOST], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=log, text=True, env=env, cwd=tempfile.gettempdir(),
-                preexec_fn=_die_with_parent)  # noqa: PLW1509 - only calls the preloaded prctl
+                preexec_fn=die_with_parent)  # noqa: PLW1509 - only calls the preloaded prctl
         assert self._process.stdout is not None
         line = _read_line(self._process, READY_TIMEOUT_S)
         if not line.strip().isdigit():

@@ -18,7 +18,7 @@ The header must name the :data:`REQUIRED_COLUMNS` (see :mod:`enrich.ingest.heade
 
 ``wording``
     Any text, possibly empty, kept verbatim (only RFC 4180 unquoting is
-    applied: no stripping, NUL characters are kept).
+    applied: no stripping); a NUL character rejects the record (:data:`REASON_NUL_IN_WORDING`).
 
 A record that breaks the contract is rejected with a reason ``"<prefix>: <detail>"``,
 the prefix being one of the ``REASON_*`` constants.  Checks run in this order:

@@ -18,7 +18,8 @@ happen before Metaflow starts and after it ends:
   transactions roll back), the exit hook marks the run ``interrupted`` and frees its lock
   (and, for a SIGTERM from a scheduler, sends the SMS an operator's own Ctrl-C does not),
   and one line says what to do next;
-* a ``run`` or ``resume`` ends with a summary of the run read back from its ledger.
+* a ``run`` or ``resume`` ends with a summary of the run read back from its ledger;
+* ``card view`` on a machine without a browser writes the card to a file and says where.
 """
 from __future__ import annotations
 
@@ -117,6 +118,30 @@ def resume_simulation(argv: list[str], environ: dict[str, str]) -> list[str]:
     return argv[:i] + argv[i + (2 if argv[i] == "--simulate-failure" else 1):]
 
 
+def browser_available() -> bool:
+    """Whether ``webbrowser`` can open a page here (not on a headless server or in a container)."""
+    import webbrowser
+
+    try:
+        webbrowser.get()
+    except webbrowser.Error:
+        return False
+    return True
+
+
+def headless_card_view(argv: list[str], has_browser: bool) -> tuple[list[str], Path | None]:
+    """``card view PATHSPEC`` as ``card get PATHSPEC FILE`` when there is no browser to open it
+    (Metaflow would print nothing useful); the file, or None when ``argv`` is left as it is."""
+    positional = [(i, arg) for i, arg in enumerate(argv) if not arg.startswith("-")]
+    words = [arg for _, arg in positional]
+    if has_browser or words[:2] != ["card", "view"] or len(words) < 3:
+        return argv, None
+    view_at, pathspec_at = positional[1][0], positional[2][0]
+    target = Path.cwd() / f"card-{argv[pathspec_at].strip('/').replace('/', '-')}.html"
+    rewritten = [*argv[:view_at], "get", *argv[view_at + 1:pathspec_at + 1], str(target), *argv[pathspec_at + 1:]]
+    return rewritten, target
+
+
 def main(argv: list[str]) -> int:
     """Check, hand over to Metaflow, then summarise the run."""
     environ = os.environ
@@ -153,7 +178,12 @@ def main(argv: list[str]) -> int:
         environ.pop(STOP_SIGNAL_ENV, None)
         signal.signal(signal.SIGINT, on_stop_signal)
         signal.signal(signal.SIGTERM, on_stop_signal)
+    argv, card_file = headless_card_view(argv, command != "card" or browser_available())
     code = _hand_over(TransactionEnrichmentFlow, argv)
+    if card_file is not None:
+        print(f"No web browser on this machine: the card is in {card_file} (open it in a browser)."
+              if code == 0 and card_file.is_file() else "No card written (see the message above).",
+              file=sys.stderr)
     if run_id_file is not None:
         _summarise(run_id_file, argv)
     return code

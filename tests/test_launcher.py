@@ -102,6 +102,12 @@ def test_a_successful_run_ends_with_a_summary(tmp_path):
     assert "1 warning(s): amount_outliers" in text and "FAILED" not in text
     assert "make browse" in text and "card view end" in text
     assert "LoadStats(" not in done.stdout + done.stderr
+    headless = {"DISPLAY": "", "WAYLAND_DISPLAY": "", "BROWSER": ""}  # (empty: webbrowser ignores them)
+    card = launch(tmp_path, "card", "view", "end", env=headless)
+    written = tmp_path / "card-end.html"
+    assert card.returncode == 0 and written.is_file(), card.stderr[-2000:]
+    assert f"No web browser on this machine: the card is in {written}" in card.stderr
+    assert "808" in written.read_text(encoding="utf-8")
 
 
 @pytest.mark.flow
@@ -215,3 +221,14 @@ def test_resume_simulates_again_only_when_asked(tmp_path):
            "--simulate-failure", "tag_transactions")
     again = launch(tmp_path, "resume", "tag_transactions", "--simulate-failure", "tag_transactions")
     assert again.returncode != 0 and "SimulatedFailure" in again.stdout + again.stderr
+
+
+def test_card_view_without_a_browser_writes_the_card_to_a_file(tmp_path, monkeypatch):
+    import algorithm
+
+    monkeypatch.chdir(tmp_path)
+    argv, target = algorithm.headless_card_view(["card", "view", "1234/end", "--type", "default"], has_browser=False)
+    assert argv == ["card", "get", "1234/end", str(tmp_path / "card-1234-end.html"), "--type", "default"]
+    assert target == tmp_path / "card-1234-end.html"
+    assert algorithm.headless_card_view(["card", "view", "end"], has_browser=True) == (["card", "view", "end"], None)
+    assert algorithm.headless_card_view(["card", "get", "end", "x.html"], has_browser=False)[1] is None

@@ -54,14 +54,20 @@ def render(store: Store, run_id: str, command: str) -> str:
 
 
 def _figures(store: Store, run: RunRecord) -> list[str]:
-    reasons = Counter(_reason(str(row["reason"])) for row in store.rejected_rows(run.run_id, 1000))
-    top = ", ".join(f"{reason} ({count})" for reason, count in reasons.most_common(TOP_REASONS))
-    return [f"  rows: {_n(run.rows_read)} read, {_n(run.rows_loaded)} loaded ({_n(run.rows_new)} new, "
-            f"{_n(run.rows_updated)} updated, {_n(run.rows_unchanged)} unchanged), {_n(run.rows_rejected)} "
-            f"rejected{f' ({top})' if top else ''}, {_n(run.rows_duplicate)} duplicate",
-            f"  tags: {_n(run.tagged)} tagged, {_n(run.untagged)} untagged, {_n(run.ambiguous)} ambiguous; "
-            f"annotations: {_n(run.annotated)} annotated, {_n(run.zero_amount)} zero amount"
-            + ("  (figures of re-derived rows only)" if run.rows_new == 0 and run.rows_updated == 0 else "")]
+    """The rows and enrichment lines (a stage that never recorded its figures is said so, not shown as blanks)."""
+    if run.rows_read is None:
+        lines = ["  rows: nothing loaded"]
+    else:
+        reasons = Counter(_reason(str(row["reason"])) for row in store.rejected_rows(run.run_id, 1000))
+        top = ", ".join(f"{reason} ({count})" for reason, count in reasons.most_common(TOP_REASONS))
+        lines = [f"  rows: {_n(run.rows_read)} read, {_n(run.rows_loaded)} loaded ({_n(run.rows_new)} new, "
+                 f"{_n(run.rows_updated)} updated, {_n(run.rows_unchanged)} unchanged), {_n(run.rows_rejected)} "
+                 f"rejected{f' ({top})' if top else ''}, {_n(run.rows_duplicate)} duplicate"]
+    if run.tagged is not None or run.annotated is not None:
+        lines.append(f"  tags: {_n(run.tagged)} tagged, {_n(run.untagged)} untagged, {_n(run.ambiguous)} ambiguous; "
+                     f"annotations: {_n(run.annotated)} annotated, {_n(run.zero_amount)} zero amount"
+                     + ("  (figures of re-derived rows only)" if run.rows_new == 0 and run.rows_updated == 0 else ""))
+    return lines
 
 
 def _failed_steps(attempts: list[StepAttempt]) -> list[StepAttempt]:

@@ -232,3 +232,31 @@ def test_card_view_without_a_browser_writes_the_card_to_a_file(tmp_path, monkeyp
     assert target == tmp_path / "card-1234-end.html"
     assert algorithm.headless_card_view(["card", "view", "end"], has_browser=True) == (["card", "view", "end"], None)
     assert algorithm.headless_card_view(["card", "get", "end", "x.html"], has_browser=False)[1] is None
+
+
+# --------------------------------------------------------------------------- foreign files
+FRENCH_EXPORT = ("id;amount;wording\r\n1;-12,50;CB TAXI ÉPINAL\r\n2;1500,00;\"VIR; LOYER TOTO\"\r\n"
+                 "3;0,01;Intérêts\r\n").encode("cp1252")
+
+
+@pytest.mark.flow
+def test_a_french_bank_export_loads_exactly_with_its_options_and_is_hinted_without(tmp_path):
+    export = tmp_path / "releve.csv"
+    export.write_bytes(FRENCH_EXPORT)
+    database = tmp_path / "database.db"
+    plain = launch(tmp_path, "run", "--transactions", str(export), "--database", str(database))
+    assert plain.returncode != 0
+    said = plain.stdout + plain.stderr
+    hinted = [line for line in said.splitlines() if "pass --delimiter ';' --decimal-comma" in line]
+    assert hinted and "/ingest/" in hinted[0], said[-3000:]
+    assert len(hinted) <= 3  # once by the failing step, once in end's report, once in the closing summary
+    assert "rows: nothing loaded" in plain.stdout and "? read" not in plain.stdout
+
+    done = launch(tmp_path, "run", "--transactions", str(export), "--database", str(database),
+                  "--encoding", "cp1252", "--delimiter", ";", "--decimal-comma")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "3 read, 3 loaded" in done.stdout
+    store = open_store(database, read_only=True)
+    assert sorted(store.rows("SELECT id, amount_cents, wording FROM transactions")) == [
+        (1, -1250, "CB TAXI ÉPINAL"), (2, 150000, "VIR; LOYER TOTO"), (3, 1, "Intérêts")]
+    assert sorted(store.rows("SELECT transaction_id, tag FROM tags")) == [(1, "TAXI"), (2, "TOTO")]

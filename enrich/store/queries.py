@@ -7,6 +7,7 @@ On SQLite, datasette publishes them (``make browse``); on every backend,
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 
@@ -83,3 +84,9 @@ QUERIES: dict[str, CannedQuery] = {q.name: q for q in (
                 "Runs whose new or changed rows still need tags or annotations; the next run catches "
                 "them up. Empty when every run's enrichment was published.", ""),
 )}
+
+
+def with_sql_of(functions: Mapping[str, Callable[[], str]]) -> dict[str, CannedQuery]:
+    """Every query of :data:`QUERIES` with its SQL from ``functions`` (a backend module's
+    namespace), where query ``name``'s SQL is ``<name>_sql()``."""
+    return {name: query.with_sql(functions[f"{name}_sql"]()) for name, query in QUERIES.items()}

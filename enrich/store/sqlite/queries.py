@@ -3,8 +3,9 @@
 :data:`enrich.store.queries.QUERIES`; the SQL here uses datasette's ``:name`` parameters."""
 from __future__ import annotations
 
-from enrich.store.queries import QUERIES, CannedQuery
-from enrich.store.shared_sql import last_run_failed_checks_sql, run_rejected_rows_sql, runs_by_status_sql
+from enrich.store.queries import CannedQuery, with_sql_of
+from enrich.store.shared_sql import last_run_failed_checks_sql, runs_by_status_sql  # noqa: F401 - by name (with_sql_of)
+from enrich.store.shared_sql import run_rejected_rows_sql as shared_run_rejected_rows_sql
 from enrich.store.sqlite.lineage import lineage_key_sql as _lineage_key_sql
 
 BROWSE_VIEWS: tuple[str, ...] = ("enriched_transactions", "tag_summary", "annotation_summary", "run_summary")
@@ -75,7 +76,7 @@ def unannotated_transactions_sql() -> str:
         WHERE {missing}"""
 
 
-def ambiguous_wordings_sql() -> str:
+def most_ambiguous_wordings_sql() -> str:
     """The wordings a run's tagging found ambiguous, most frequent first (``:run_id``: full id,
     bare number, or blank for the latest run that recorded some)."""
     return """SELECT w.run_id, w.wording, w.tags_found, w.transactions FROM ambiguous_wordings w
@@ -102,25 +103,17 @@ def failed_steps_sql() -> str:
         FROM step_runs WHERE status = 'failed' ORDER BY started_at DESC LIMIT 100"""
 
 
-def pending_enrichment_sql() -> str:
+def runs_pending_enrichment_sql() -> str:
     """Runs whose rows still wait for tags or annotations (caught up by the next run)."""
     return """SELECT p.run_id, p.kind, r.status AS run_status, r.started_at, r.rows_new, r.rows_updated
         FROM pending_enrichment p LEFT JOIN runs r ON r.run_id = p.run_id
         ORDER BY r.started_at DESC, p.kind"""
 
 
-_SQL = {
-    "runs_by_status": runs_by_status_sql(),
-    "last_run_failed_checks": last_run_failed_checks_sql(),
-    "run_rejected_rows": run_rejected_rows_sql(_run_ref_sql()),
-    "step_durations": step_durations_sql(),
-    "runs_between": runs_between_sql(),
-    "unannotated_transactions": unannotated_transactions_sql(),
-    "most_ambiguous_wordings": ambiguous_wordings_sql(),
-    "daily_volume": daily_volume_sql(),
-    "failed_steps": failed_steps_sql(),
-    "runs_pending_enrichment": pending_enrichment_sql(),
-}
+def run_rejected_rows_sql() -> str:
+    """The quarantined rows of a run (``:run_id``: full id, bare number, or blank for the latest)."""
+    return shared_run_rejected_rows_sql(_run_ref_sql())
+
 
 #: Every canned query with its SQLite SQL, by name.
-CANNED_QUERIES: dict[str, CannedQuery] = {name: query.with_sql(_SQL[name]) for name, query in QUERIES.items()}
+CANNED_QUERIES: dict[str, CannedQuery] = with_sql_of(globals())

@@ -42,7 +42,8 @@ def render(store: Store, run_id: str, command: str) -> str:
     if run.status == "succeeded":
         lines.append(f"  browse: make browse DATABASE={store.location.display}   card: {command} card view end"
                      if store.location.is_file else
-                     f"  browse: psql (see README, PostgreSQL)   card: {command} card view end")
+                     f"  browse: enrich query runs_by_status --database {store.location.display} (psql: docs/postgresql.md)"
+                     f"   card: {command} card view end")
         return "\n".join(lines)
     lines.append("Failures:")
     for attempt in failed_steps:

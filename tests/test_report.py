@@ -363,3 +363,30 @@ def test_a_failed_run_has_its_card_with_the_change_from_the_previous_run(tmp_pat
     assert "8,abc,BAD AMOUNT" in text
     assert TOKEN not in html and TOKEN not in text
 
+
+
+# --------------------------------------------------------------------------- the closing summary
+def test_the_closing_summary_on_each_backend(any_store):
+    from enrich import summary
+
+    load_run(any_store, "F/1", [(2, 1, 1250, "TAXI"), (3, 2, -300, "x")], [(4, "1,x,y", "bad amount: 'x'")],
+             started="2026-01-01T00:00:00.000+00:00", finished="2026-01-01T00:00:05.000+00:00",
+             tagged=1, untagged=1, ambiguous=0, annotated=2, zero_amount=0)
+    text = summary.render(any_store, "F/1", "python algorithm.py")
+    lines = text.splitlines()
+    assert lines[0] == f"Run F/1 SUCCEEDED in {any_store.location.display}"
+    assert "3 read, 2 loaded (2 new, 0 updated, 0 unchanged), 1 rejected (bad amount (1))" in lines[1]
+    assert "1 tagged, 1 untagged, 0 ambiguous; annotations: 2 annotated" in lines[2]
+    if any_store.backend == "sqlite":
+        assert f"make browse DATABASE={any_store.location.display}" in lines[-1]
+    else:
+        assert f"enrich query runs_by_status --database {any_store.location.display}" in lines[-1]
+    assert "card view end" in lines[-1]
+
+
+def test_a_failed_run_that_loaded_nothing_says_so(any_store):
+    from enrich import summary
+
+    any_store.record_run("F/2", status="failed")
+    text = summary.render(any_store, "F/2", "python algorithm.py")
+    assert "rows: nothing loaded" in text and "?" not in text and "tags:" not in text

@@ -123,7 +123,7 @@ TABLES: dict[str, dict[str, object]] = {
     "runs": {
         "description": "The run ledger: one row per run with its status, times, input and counts.",
         "columns": {
-            "run_id": _RUN_ID, "status": "running, succeeded or failed",
+            "run_id": _RUN_ID, "status": "running, succeeded, failed or interrupted (Ctrl-C or SIGTERM)",
             "started_at": "start time (UTC, ISO 8601)", "finished_at": "end time (UTC, ISO 8601)",
             "user": "who started the run", "input_path": "CSV file loaded",
             "input_sha256": "SHA-256 of the CSV file", "input_bytes": "size of the CSV file in bytes",
@@ -148,7 +148,7 @@ TABLES: dict[str, dict[str, object]] = {
         "description": "Every SMS alert attempted, with its text and outcome (never the auth token).",
         "columns": {
             "run_id": _RUN_ID, "created_at": "when it was attempted (UTC)", "channel": "sms",
-            "status": "sent, failed or not_configured", "recipients": "phone numbers, comma-separated",
+            "status": "sent, partial (some recipients failed), failed or not_configured", "recipients": "phone numbers, comma-separated",
             "message": "the SMS text", "error": "why it was not sent",
         },
         "sort_desc": "created_at", "facets": ["status"],
@@ -240,7 +240,7 @@ TABLES: dict[str, dict[str, object]] = {
         "description": "View: per run, its ledger row with duration, failed steps, failed checks, "
                        "anomalies and alerts.",
         "columns": {
-            "run_id": _RUN_ID, "status": "running, succeeded or failed", "started_at": "start time (UTC)",
+            "run_id": _RUN_ID, "status": "running, succeeded, failed or interrupted (Ctrl-C or SIGTERM)", "started_at": "start time (UTC)",
             "finished_at": "end time (UTC)", "duration_s": "wall-clock duration in seconds",
             "user": "who started the run", "input_path": "CSV file loaded",
             "match_mode": "tag matching: word or substring", **_RUN_COUNTS,

@@ -304,9 +304,10 @@ def render_status(run: RunRecord, result: Mapping[str, Any]) -> str:
 def backup(dest: str, database: str, as_json: bool) -> None:
     """A consistent copy of the database, integrity-checked, taken while runs go on.
 
-    DEST is a new file (ending in .db, .sqlite, .sqlite3 or .bak), or a folder to put
-    <name>-<UTC time>.db in: one that exists, or a DEST ending with / or without such a
-    suffix (created with its parents if missing). An existing file is never overwritten.
+    DEST is a new file (SQLite: ending in .db, .sqlite, .sqlite3 or .bak; PostgreSQL, a
+    pg_dump archive: .dump, .pgdump, .backup or .bak), or a folder to put
+    <name>-<UTC time>.db (.dump) in: one that exists, or a DEST ending with / or without such
+    a suffix (created with its parents if missing). An existing file is never overwritten.
     """
     store = reader(database)
     with storage_errors():

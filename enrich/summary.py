@@ -35,7 +35,8 @@ def render(store: Store, run_id: str, command: str) -> str:
     failed_steps = _failed_steps(store.step_attempts(run_id))
     lines = [f"Run {run_id} {run.status.upper()} in {store.location.display}"]
     lines += _figures(store, run)
-    lines.append(f"  checks: {len(checks) - len(warnings) - len(failed_checks)} passed"
+    lines.append("  checks: none run by this run" if not checks else
+                 f"  checks: {len(checks) - len(warnings) - len(failed_checks)} passed"
                  + (f", {len(warnings)} warning(s): " + ", ".join(f"{c.check_name} ({c.message})" for c in warnings)
                     if warnings else "")
                  + (f", {len(failed_checks)} FAILED" if failed_checks else ""))
@@ -46,6 +47,10 @@ def render(store: Store, run_id: str, command: str) -> str:
                      f"   card: {command} card view end")
         return "\n".join(lines)
     lines.append("Failures:")
+    if not failed_steps and not failed_checks:  # e.g. a bare resume: only `end` ran, reporting its origin's
+        failed_steps = _failed_steps(store.step_attempts(run_id), include_run_failed=True)
+        if not failed_steps:
+            lines.append(f"  none recorded by this run: see {command} logs {run_id}/end")
     for attempt in failed_steps:
         lines.append(f"  {attempt.step}: {attempt.error_type}: {_first_line(attempt.error_message)}"
                      f"  (log: {command} logs {run_id}/{attempt.step})")
@@ -71,12 +76,14 @@ def _figures(store: Store, run: RunRecord) -> list[str]:
     return lines
 
 
-def _failed_steps(attempts: list[StepAttempt]) -> list[StepAttempt]:
-    """The last failed attempt of each step that never succeeded, in run order."""
+def _failed_steps(attempts: list[StepAttempt], include_run_failed: bool = False) -> list[StepAttempt]:
+    """The last failed attempt of each step that never succeeded, in run order (without ``end``'s
+    report of them, ``RunFailed``, unless asked)."""
     succeeded = {a.step for a in attempts if a.status == "succeeded"}
     last: dict[str, StepAttempt] = {}
     for attempt in attempts:
-        if attempt.status == "failed" and attempt.step not in succeeded and attempt.error_type != "RunFailed":
+        if (attempt.status == "failed" and attempt.step not in succeeded
+                and (include_run_failed or attempt.error_type != "RunFailed")):
             last[attempt.step] = attempt
     return list(last.values())
 

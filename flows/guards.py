@@ -226,13 +226,9 @@ def choose_failing_step(choice: str, steps: list[str]) -> str:
 
 def alert_taken_over(store: Any, outcome: Any) -> None:
     """The run lock was taken over from a run that died (killed, its host lost): one SMS names it."""
-    from enrich.alerting import alert_failures
+    from enrich.alerting import alert_run_died
 
-    dead = outcome.holder
-    alert_failures(store, str(current.flow_name), str(current.run_id), [Failure(
-        "run lock", "RunDied", f"run {dead.run_id} (user {dead.user}, started {dead.acquired_at}, pid {dead.pid} "
-        f"on host {dead.host}) died without finishing; its ledger row was closed as failed and this run took "
-        "over its lock. Its pending rows are caught up by this run.")])
+    alert_run_died(store, str(current.flow_name), str(current.run_id), outcome.holder)
 
 
 def alert_on_crash(run: Any = None) -> None:

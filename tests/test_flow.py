@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import REFERENCE_CSV
-from tests.flow_support import SMALL, TOKEN, TWILIO_ENV, run_flow, write_csv
+from tests.flow_support import ROOT, SMALL, TOKEN, TWILIO_ENV, run_flow, write_csv
 from tests.support.reference import annotation_of, tag_of
 
 pytestmark = pytest.mark.flow
@@ -75,7 +76,10 @@ def test_a_failure_in_any_guarded_step_alerts_once_and_fails_the_run(tmp_path, s
     assert (sms["To"], sms["From"]) == (TWILIO_ENV["TWILIO_TO"], TWILIO_ENV["TWILIO_FROM"])
     run_number = result.run.id
     assert f"run {run_number} FAILED" in sms["Body"] and step in sms["Body"]
-    assert f"python algorithm.py logs {run_number}/{step}" in sms["Body"]
+    logs = next(line for line in sms["Body"].splitlines() if line.startswith("Logs: "))
+    interpreter, command = logs[len("Logs: "):].split(" ", 1)
+    assert command == f"algorithm.py logs {run_number}/{step}"
+    assert (ROOT / interpreter).is_file() or Path(interpreter).is_file()  # a python that exists, as run
     assert len(sms["Body"]) <= 1600
     assert not result.run.successful
     tags, annotations = result.count("tags"), result.count("annotations")

@@ -390,3 +390,18 @@ def test_a_failed_run_that_loaded_nothing_says_so(any_store):
     any_store.record_run("F/2", status="failed")
     text = summary.render(any_store, "F/2", "python algorithm.py")
     assert "rows: nothing loaded" in text and "?" not in text and "tags:" not in text
+
+
+def test_a_bare_resume_that_only_reran_end_says_what_end_reported(any_store):
+    from enrich import summary
+    from enrich.store import StepAttempt
+
+    any_store.record_run("F/3", status="failed")
+    any_store.record_step_attempt(StepAttempt(
+        run_id="F/3", step="end", task_id="9", attempt=0, status="failed", started_at="2026-01-01T00:00:00.000+00:00",
+        finished_at="2026-01-01T00:00:01.000+00:00", duration_s=1.0, error_type="RunFailed",
+        error_message="1 failure(s): tag_transactions: SimulatedFailure: simulated"))
+    text = summary.render(any_store, "F/3", "python algorithm.py")
+    assert "checks: none run by this run" in text
+    assert "  end: RunFailed: 1 failure(s): tag_transactions: SimulatedFailure: simulated" in text
+    assert "logs F/3/end" in text

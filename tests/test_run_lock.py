@@ -333,4 +333,6 @@ def test_a_real_run_holds_the_lock_with_its_runtime_pid_and_takes_over_a_stale_o
     assert store.table_counts()["transactions"] == 7
     assert store.get_run(f"{FLOW}/998").status == "failed"  # the dead run's row is closed
     sms = [json.loads(line) for line in (tmp_path / "sms.jsonl").read_text().splitlines()]
-    assert len(sms) == 1 and f"run {FLOW}/998" in sms[0]["fields"]["Body"]  # one SMS names the dead run
+    body = sms[0]["fields"]["Body"]
+    assert len(sms) == 1 and f"run {FLOW}/998 DIED without finishing" in body  # one SMS names the dead run
+    assert f"-m enrich status 998 --database {database}" in body and "FAILED" not in body

@@ -80,9 +80,9 @@ QUERIES: dict[str, CannedQuery] = {q.name: q for q in (
     CannedQuery("failed_steps", "Failed step attempts",
                 "The latest 100 failed step attempts with their error (a retried step that then "
                 "succeeded shows here too).", ""),
-    CannedQuery("runs_pending_enrichment", "Runs waiting for tags or annotations",
-                "Runs whose new or changed rows still need tags or annotations; the next run catches "
-                "them up. Empty when every run's enrichment was published.", ""),
+    CannedQuery("runs_pending_enrichment", "Runs waiting for tags, annotations or search indexing",
+                "Runs whose new or changed rows still need tags, annotations or search indexing; the "
+                "next run catches them up. Empty when every run's enrichment was published.", ""),
 )}
 
 

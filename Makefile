@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test,cluster]"
+	$(PY) -m compileall -q enrich flows algorithm.py  # each task is a new process: no recompiling (editable install)
 	touch $(STAMP)
 
 run: $(STAMP)

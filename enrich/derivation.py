@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from typing import TYPE_CHECKING
 
@@ -118,12 +120,37 @@ def derive_tag_shard(store: Store, run_id: str, tags: TagList, shard: int, shard
             progress.add(chunk.num_rows)
             yield from result.tags.to_batches()
 
-    staged = store.stage_tags(run_id, shard, tagged(), lambda: _ambiguous_counts(ambiguous))
+    # tag the whole range first, spilled to a scratch file (memory stays one chunk), and only then
+    # take the database's write lock to stage the result: the other branches' writes (indexing,
+    # annotating) go ahead while this shard computes, instead of queueing behind it
+    with tempfile.TemporaryDirectory(prefix="enrich-tags-") as scratch:
+        spilled = Path(scratch) / "tags.arrows"
+        _spill(tagged(), spilled)
+        staged = store.stage_tags(run_id, shard, _unspill(spilled), _ambiguous_counts(ambiguous))
     logger.info("tag shard %d/%d: %s tagged, %s untagged, %s ambiguous (%s; ids %s)", shard + 1, shards,
                 f"{counts['tagged']:,}", f"{counts['untagged']:,}", f"{counts['ambiguous']:,}", scope.describe(), ids)
     return Derived(kind=TAGS, covered_runs=scope.covered, rows=staged, counts=dict(counts),
                    distribution=dict(counts), state={RULES_KEYS[TAGS]: tags.fingerprint},
                    repaired=repaired, table_fingerprint=scope.table_fingerprint)
+
+
+def _spill(batches: Iterator[pa.RecordBatch], path: Path) -> None:
+    """Write a shard's tag batches to an Arrow stream file."""
+    import pyarrow as pa
+
+    from enrich.tagging import TAGS_SCHEMA
+
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, TAGS_SCHEMA) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+
+
+def _unspill(path: Path) -> Iterator[pa.RecordBatch]:
+    """The batches :func:`_spill` wrote, read back from the file (memory-mapped: no copy)."""
+    import pyarrow as pa
+
+    with pa.memory_map(str(path)) as source:
+        yield from pa.ipc.open_stream(source)
 
 
 def _ambiguous_counts(parts: Sequence[pa.Table]) -> pa.Table:

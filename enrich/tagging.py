@@ -57,7 +57,9 @@ def match_tags(wordings: pa.Array | pa.ChunkedArray, tags: TagList) -> tuple[np.
     """For each wording: the number of distinct tags found, and the tag's name when exactly one
     (None otherwise), as numpy arrays (int32, object). Nulls count as empty wordings."""
     array = wordings.combine_chunks() if isinstance(wordings, pa.ChunkedArray) else wordings
-    array = pc.fill_null(array.cast(pa.large_string()), "")
+    array = array.cast(pa.large_string())
+    if array.null_count:  # (a copy of every wording: only when there is a null to fill)
+        array = pc.fill_null(array, "")
     if tags.mode == "word":
         rows, tag_ids = _word_matches(array, tags.keys)
     else:

@@ -6,6 +6,12 @@ uses (Metaflow's idiom): a task pays only for what it runs.
 """
 from __future__ import annotations
 
+import sys
+
+from flows.priority import yield_cpu
+
+yield_cpu(sys.argv)  # first thing in a task's process, so that its imports already yield
+
 from metaflow import FlowSpec, Parameter, card, current, exit_hook, step  # type: ignore[attr-defined]
 
 from enrich.paths import BUNDLED_TRANSACTIONS

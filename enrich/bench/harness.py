@@ -197,6 +197,21 @@ def fresh_database(database: Path | str) -> Path | str:
     return database
 
 
+def compile_sources(project: Path = PROJECT_DIR) -> None:
+    """Byte-compile the project's own modules (``enrich``, ``flows``, ``algorithm.py``) into ``__pycache__``.
+
+    Every Metaflow task is a new Python process that imports them: without cached bytecode each
+    process compiles them again (about 40 ms each here), which an installed package never does.
+    An editable install leaves them uncompiled, and with ``PYTHONDONTWRITEBYTECODE`` set (some
+    shells and containers) Python never caches them itself; it still reads bytecode it finds.
+    """
+    import compileall
+
+    for directory in ("enrich", "flows"):
+        compileall.compile_dir(project / directory, quiet=2)
+    compileall.compile_file(project / "algorithm.py", quiet=2)
+
+
 def warm_up(paths: Iterable[Path]) -> None:
     """Read each file once, so that no contender pays for a cold page cache."""
     for path in paths:
@@ -348,6 +363,7 @@ def benchmark(rows: int, seed: int, workdir: Path, tag_count: int = 0, rerun: bo
     workdir.mkdir(parents=True, exist_ok=True)
     runs = plan(rows, seed, workdir, repeat, tag_count, rerun, database)
     warm_up({input_file(workdir, rows, seed), clean_input_file(workdir, rows, seed)})
+    compile_sources()
     load_before = os.getloadavg()[0]
     measures = execute(runs, workdir, timer, progress)
     summary = summarize(measures)

@@ -30,12 +30,13 @@ NO_WAIT_MS = 200  # how long a courtesy write waits for another writer
 class BackendStore:
     """The operations both backends implement the same way, over the backend's own modules.
 
-    A subclass sets the class attributes below and implements :meth:`_cursor` (a connection for
-    work, migrated on first use), :meth:`_bulk` (what the bulk modules connect to: a path or a
-    location), :meth:`_loading`, :meth:`prepare`, :meth:`exists`, :meth:`lock_holder` and backup.
+    A subclass sets the class attributes below (its modules) and implements :meth:`_connect`,
+    :meth:`_bulk` (what the bulk modules connect to: a path or a location), :meth:`_loading`,
+    :meth:`exists`, :meth:`lock_holder` and backup.
     """
 
     backend: str  # the location's backend (enrich.store.location)
+    _connection: ModuleType
     _schema: ModuleType
     _enrichment: ModuleType
     _checks: ModuleType
@@ -53,16 +54,14 @@ class BackendStore:
         self._prepared = False
 
     # ------------------------------------------------------------------ what a backend provides
-    def _cursor(self, **options: Any) -> AbstractContextManager[Cursor]:
+    def _connect(self, *, read_only: bool = False, **options: Any) -> AbstractContextManager[Cursor]:
+        """A connection (read-only: one that never creates, migrates or writes the database)."""
         raise NotImplementedError
 
     def _bulk(self) -> Any:
         raise NotImplementedError
 
     def _loading(self) -> ModuleType:
-        raise NotImplementedError
-
-    def prepare(self) -> None:
         raise NotImplementedError
 
     def exists(self) -> bool:
@@ -73,6 +72,29 @@ class BackendStore:
 
     # ------------------------------------------------------------------ connections
     @contextmanager
+    def _cursor(self, **options: Any) -> Iterator[Cursor]:
+        """A connection for work on the database, created (SQLite) and migrated on first use."""
+        if self.read_only:
+            with self._connect(read_only=True, **options) as cur:
+                yield cur
+            return
+        self.prepare()
+        with self._connect(**options) as cur:
+            yield cur
+
+    def prepare(self) -> None:
+        """Create or migrate the schema, once per store (never for a read-only one)."""
+        if self._prepared or self.read_only:
+            return
+        with self._connect() as cur:
+            if self._schema.schema_version(cur) != self._schema.SCHEMA_VERSION:
+                self._schema.migrate(cur, self.location.display)
+        self._prepared = True
+
+    def _transaction(self, cur: Cursor) -> AbstractContextManager[Cursor]:
+        return self._connection.transaction(cur)  # type: ignore[no-any-return]
+
+    @contextmanager
     def _ledger(self, write: bool = False) -> Iterator[Ledger]:
         with self._cursor() as cur:
             if write:
@@ -80,9 +102,6 @@ class BackendStore:
                     yield Ledger(cur, self._dialect)
             else:
                 yield Ledger(cur, self._dialect)
-
-    def _transaction(self, cur: Cursor) -> AbstractContextManager[Cursor]:
-        raise NotImplementedError
 
     def schema_version(self) -> int:
         with self._cursor() as cur:

@@ -73,3 +73,9 @@ def run_rejected_rows_sql(run_ref_sql: str) -> str:
     ``:run_id``: full id, bare number, or blank for the latest) selects."""
     return f"""SELECT run_id, line, reason, raw FROM rejected_rows
         WHERE run_id = {run_ref_sql} ORDER BY line"""
+
+
+def failed_steps_sql() -> str:
+    """The latest failed step attempts, with their errors."""
+    return """SELECT run_id, step, attempt, started_at, duration_s, error_type, error_message
+        FROM step_runs WHERE status = 'failed' ORDER BY started_at DESC LIMIT 100"""

@@ -13,8 +13,7 @@ Each call opens its own connection (closed on return), so a store can be shared 
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -25,7 +24,8 @@ from enrich.store.errors import AccessDenied
 from enrich.store.location import POSTGRESQL, DatabaseLocation
 from enrich.store.postgres import backup as backups
 from enrich.store.postgres import checks, enrichment, lock, schema, search
-from enrich.store.postgres.connection import DriverError, connect, missing_database, transaction
+from enrich.store.postgres import connection
+from enrich.store.postgres.connection import DriverError, connect, missing_database
 from enrich.store.postgres.lock import DIALECT
 from enrich.store.postgres.queries import CANNED_QUERIES
 from enrich.store.records import LockHolder
@@ -36,6 +36,7 @@ class PostgresStore(BackendStore):
     (their sessions refuse writes)."""
 
     backend = POSTGRESQL
+    _connection = connection
     _schema = schema
     _enrichment = enrichment
     _checks = checks
@@ -51,19 +52,8 @@ class PostgresStore(BackendStore):
         return f"PostgresStore({self.location.display!r}, read_only={self.read_only})"
 
     # ------------------------------------------------------------------ connections
-    @contextmanager
-    def _cursor(self, **options: Any) -> Iterator[Cursor]:
-        """A connection for work on the database, migrated on first use."""
-        if self.read_only:
-            with connect(self.location, read_only=True, **options) as cur:
-                yield cur
-            return
-        self.prepare()
-        with connect(self.location, **options) as cur:
-            yield cur
-
-    def _transaction(self, cur: Cursor) -> AbstractContextManager[Cursor]:
-        return transaction(cur)
+    def _connect(self, *, read_only: bool = False, **options: Any) -> AbstractContextManager[Cursor]:
+        return connect(self.location, read_only=read_only, **options)
 
     def _bulk(self) -> DatabaseLocation:
         self.prepare()
@@ -75,14 +65,6 @@ class PostgresStore(BackendStore):
         return loading
 
     # ------------------------------------------------------------------ schema
-    def prepare(self) -> None:
-        if self._prepared or self.read_only:
-            return
-        with connect(self.location) as cur:
-            if schema.schema_version(cur) != schema.SCHEMA_VERSION:
-                schema.migrate(cur, self.location.display)
-        self._prepared = True
-
     def exists(self) -> bool:
         try:
             with connect(self.location, read_only=True) as cur:

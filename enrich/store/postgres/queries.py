@@ -9,7 +9,8 @@ import re
 
 from enrich.store.postgres.lineage import lineage_key_sql as _lineage_key_sql
 from enrich.store.queries import CannedQuery, with_sql_of
-from enrich.store.shared_sql import last_run_failed_checks_sql, runs_by_status_sql  # noqa: F401 - by name (with_sql_of)
+from enrich.store.shared_sql import (failed_steps_sql, last_run_failed_checks_sql,  # noqa: F401 - by name
+                                     runs_by_status_sql)  # (with_sql_of)
 from enrich.store.shared_sql import run_rejected_rows_sql as shared_run_rejected_rows_sql
 
 BROWSE_VIEWS: tuple[str, ...] = ("enriched_transactions", "tag_summary", "annotation_summary", "run_summary")
@@ -110,12 +111,6 @@ def daily_volume_sql() -> str:
         FROM runs GROUP BY day ORDER BY day DESC"""
 
 
-def failed_steps_sql() -> str:
-    """The latest failed step attempts, with their errors."""
-    return """SELECT run_id, step, attempt, started_at, duration_s, error_type, error_message
-        FROM step_runs WHERE status = 'failed' ORDER BY started_at DESC LIMIT 100"""
-
-
 def runs_pending_enrichment_sql() -> str:
     """Runs whose rows still wait for tags or annotations (caught up by the next run)."""
     return """SELECT p.run_id, p.kind, r.status AS run_status, r.started_at, r.rows_new, r.rows_updated
@@ -124,8 +119,7 @@ def runs_pending_enrichment_sql() -> str:
 
 
 def run_rejected_rows_sql() -> str:
-    """The quarantined rows of a run (``:run_id``: full id, bare number, or blank for the latest)."""
-    return shared_run_rejected_rows_sql(_run_ref_sql())
+    return shared_run_rejected_rows_sql(_run_ref_sql())  # (the run reference is this dialect's)
 
 
 #: Every canned query with its PostgreSQL SQL, by name.

@@ -9,8 +9,7 @@ SQL is shared with the other backends (:mod:`enrich.store.ledger`).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,7 +22,9 @@ from enrich.store.location import SQLITE, DatabaseLocation
 from enrich.store.records import LockHolder
 from enrich.store.sqlite import backup as backups
 from enrich.store.sqlite import checks, enrichment, lock, schema, search
-from enrich.store.sqlite.connection import DriverError, connect, read_only, transaction
+from enrich.store.sqlite import connection
+from enrich.store.sqlite.connection import DriverError, connect
+from enrich.store.sqlite.connection import read_only as open_read_only
 from enrich.store.sqlite.lock import DIALECT
 from enrich.store.sqlite.queries import CANNED_QUERIES
 
@@ -33,6 +34,7 @@ class SQLiteStore(BackendStore):
     shared by threads; ``read_only`` stores never create, migrate or write the file."""
 
     backend = SQLITE
+    _connection = connection
     _schema = schema
     _enrichment = enrichment
     _checks = checks
@@ -52,19 +54,8 @@ class SQLiteStore(BackendStore):
         return f"SQLiteStore({str(self.path)!r}, read_only={self.read_only})"
 
     # ------------------------------------------------------------------ connections
-    @contextmanager
-    def _cursor(self, **options: Any) -> Iterator[Cursor]:
-        """A connection for work on the database, created and migrated on first use."""
-        if self.read_only:
-            with read_only(self.path) as cur:
-                yield cur
-            return
-        self.prepare()
-        with connect(self.path, **options) as cur:
-            yield cur
-
-    def _transaction(self, cur: Cursor) -> AbstractContextManager[Cursor]:
-        return transaction(cur)
+    def _connect(self, *, read_only: bool = False, **options: Any) -> AbstractContextManager[Cursor]:
+        return open_read_only(self.path) if read_only else connect(self.path, **options)
 
     def _bulk(self) -> Path:
         self.prepare()
@@ -76,19 +67,11 @@ class SQLiteStore(BackendStore):
         return loading
 
     # ------------------------------------------------------------------ schema
-    def prepare(self) -> None:
-        if self._prepared or self.read_only:
-            return
-        with connect(self.path) as cur:
-            if schema.schema_version(cur) != schema.SCHEMA_VERSION:
-                schema.migrate(cur, str(self.path))
-        self._prepared = True
-
     def exists(self) -> bool:
         if not self.path.is_file():
             return False
         try:
-            with read_only(self.path) as cur:
+            with open_read_only(self.path) as cur:
                 return bool(cur.scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 'runs'"))
         except NotADatabase:
             return False

@@ -25,7 +25,7 @@ ENRICHED_SCHEMA = pa.schema([("id", pa.int64()), ("amount_cents", pa.int64()), (
 STAGING_SCHEMA = pa.schema([("line", pa.int64()), ("id", pa.int64()), ("amount_cents", pa.int64()),
                             ("wording", pa.large_string())])
 REJECTED_SCHEMA = pa.schema([("line", pa.int64()), ("raw", pa.large_string()), ("reason", pa.large_string())])
-UNCHANGED_SCHEMA = pa.schema([("line", pa.int64()), ("id", pa.int64())])
+UNCHANGED_RUNS_SCHEMA = pa.schema([("first_id", pa.int64()), ("first_line", pa.int64()), ("n", pa.int64())])
 STAGED_TAGS_SCHEMA = pa.schema([("run", pa.int64()), ("shard", pa.int64()), ("transaction_id", pa.int64()),
                                 ("tag", pa.large_string())])
 STAGED_AMBIGUOUS_SCHEMA = pa.schema([("run_id", pa.large_string()), ("shard", pa.int64()),
@@ -57,8 +57,9 @@ class BatchStaging:
 
     Each chunk's valid rows go to the temporary table ``staging`` (its rejected rows to
     ``staging_rejected``), except the rows found identical to the stored ones: of those only
-    the line and id are kept (``unchanged``), to pair duplicates. Counts and the control total
-    are kept on the way; ``order`` follows the ids for the duplicate pairing.
+    where they are is kept, to pair duplicates, as runs of consecutive lines holding
+    consecutive ids (``unchanged_runs``, see :func:`unchanged_runs`). Counts and the control
+    total are kept on the way; ``order`` follows the ids for the duplicate pairing.
     """
 
     cur: Cursor
@@ -81,13 +82,26 @@ class BatchStaging:
         self._ingest("staging_rejected", rejected, REJECTED_SCHEMA)
         self.staged += int((~same).sum())
         if same.any():
-            self._ingest("unchanged", rows[same], UNCHANGED_SCHEMA)
+            runs = unchanged_runs(rows["line"].to_numpy()[same], rows["id"].to_numpy()[same])
+            self.cur.ingest("unchanged_runs", runs, temporary=True)
             self.same_cents += int(rows["amount_cents"].to_numpy()[same].sum())
 
     def _ingest(self, table: str, frame: Any, schema: pa.Schema) -> None:
         if len(frame):
             self.cur.ingest(table, pa.Table.from_pandas(frame[list(schema.names)], schema=schema,
                                                         preserve_index=False), temporary=True)
+
+
+def unchanged_runs(lines: np.ndarray, ids: np.ndarray) -> pa.Table:
+    """The lines of a chunk found unchanged (``lines``, ascending, with their ``ids``, ascending: see
+    :func:`same_as_stored`) as runs where each line holds the id after the previous line's:
+    (first id, first line, length). A re-sent export is a few runs per chunk, not a row per line,
+    so a re-run stages almost nothing; line ``first_line + k`` holds id ``first_id + k``."""
+    breaks = np.flatnonzero((np.diff(lines) != 1) | (np.diff(ids) != 1)) + 1
+    starts = np.concatenate(([0], breaks))
+    lengths = np.diff(np.append(starts, len(ids)))
+    return pa.table([pa.array(ids[starts], pa.int64()), pa.array(lines[starts], pa.int64()),
+                     pa.array(lengths, pa.int64())], schema=UNCHANGED_RUNS_SCHEMA)
 
 
 def same_as_stored(read_range: ReadRange, valid: Any, candidates: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -316,6 +317,49 @@ def reference_load(stored: dict, batch: list[tuple[int, int, int, str]]) -> dict
 _row = st.tuples(st.integers(1, 40), st.sampled_from([100, 250, -300]), st.sampled_from(["a", "b", "TAXI c"]))
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(size=st.integers(1, 60), gaps=st.sets(st.integers(2, 70), max_size=6),
+       changed=st.sets(st.integers(1, 60), max_size=4), repeats=st.lists(st.integers(1, 65), max_size=6),
+       cut=st.integers(1, 25), many_late=st.booleans())
+def test_a_resent_export_matches_the_reference_model(new_store, monkeypatch, size, gaps, changed, repeats, cut,
+                                                     many_late):
+    """The usual re-run: ids 1..N in order on consecutive lines (but for a few lines left out, as
+    malformed lines are), a few changed, some re-sent lines appended (repeats of unchanged, changed
+    or new ids); paired from the late ids or by grouping the batch. The unchanged lines are kept as
+    runs, so the repeats must be found inside them."""
+    monkeypatch.setattr(IdOrder, "LATE_IDS_KEPT", 0 if many_late else 1_000_000)
+    store = new_store()
+    stored: dict = {}
+    original = [(key, key * 10, f"w{key}") for key in range(1, size + 1)]
+    resent = [(key, cents + (1 if key in changed else 0), wording) for key, cents, wording in original]
+    resent += [resent[key - 1] if key <= size else (key, 5, "new") for key in repeats]
+    for number, rows in enumerate((original, resent), start=1):
+        lines = [line for line in range(2, 2 + len(rows) + len(gaps)) if line not in gaps]
+        batch = [(line, *row) for line, row in zip(lines, rows)]
+        chunks = [chunk(batch[i:i + cut]) for i in range(0, len(batch), cut)]
+        stats = store.load_batch(f"F/{number}", chunks)
+        expected = reference_load(stored, batch)
+        assert {k: getattr(stats, k) for k in expected} == expected
+        assert {k: (c, w) for k, c, w in store.rows("SELECT id, amount_cents, wording FROM transactions")} == stored
+        variants: dict = {}
+        for _, key, cents, wording in batch:
+            variants.setdefault(key, set()).add((cents, wording))
+        assert [r["line"] for r in store.rejected_rows(f"F/{number}")] == [
+            line for line, key, *_ in batch if len(variants[key]) > 1]
+
+
+def test_unchanged_lines_are_kept_as_runs_of_consecutive_lines_and_ids():
+    from enrich.store.batches import unchanged_runs
+
+    lines = np.array([2, 3, 4, 6, 7, 8, 9, 20], dtype=np.int64)
+    ids = np.array([1, 2, 3, 4, 5, 7, 8, 9], dtype=np.int64)
+    runs = unchanged_runs(lines, ids).to_pylist()
+    assert runs == [{"first_id": 1, "first_line": 2, "n": 3}, {"first_id": 4, "first_line": 6, "n": 2},
+                    {"first_id": 7, "first_line": 8, "n": 2}, {"first_id": 9, "first_line": 20, "n": 1}]
+    expanded = [(run["first_line"] + k, run["first_id"] + k) for run in runs for k in range(run["n"])]
+    assert expanded == list(zip(lines.tolist(), ids.tolist()))
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(first=st.lists(_row, max_size=50), extra=st.lists(_row, max_size=30),
        resend=st.booleans(), ascending=st.booleans(), cut=st.integers(1, 12))
@@ -337,7 +381,11 @@ def test_loading_twice_matches_a_reference_model(new_store, first, extra, resend
         assert {k: (c, w) for k, c, w in store.rows("SELECT id, amount_cents, wording FROM transactions")} == stored
 
 
-def test_a_resent_batch_pairs_repeats_of_rows_found_unchanged(any_store):
+@pytest.mark.parametrize("late_ids_kept", [1_000_000, 0])
+def test_a_resent_batch_pairs_repeats_of_rows_found_unchanged(any_store, monkeypatch, late_ids_kept):
+    """The repeats fall inside a run of unchanged lines (ids 1..10 on lines 2..11), paired from the
+    late ids or by grouping the whole batch."""
+    monkeypatch.setattr(IdOrder, "LATE_IDS_KEPT", late_ids_kept)
     rows = [(line, line - 1, line * 10, f"w{line}") for line in range(2, 12)]  # ids 1..10
     any_store.load_batch("F/1", [chunk(rows)])
     resent = chunk(rows[:4]), chunk(rows[4:] + [(12, 3, 40, "w4"),  # id 3 again, as stored: a duplicate

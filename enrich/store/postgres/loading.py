@@ -89,7 +89,8 @@ def _create_staging(bulk: Cursor) -> None:
     # temporary, dropped at commit or rollback; no index: every step below is one set-based pass
     for name, columns in (("staging", ("line BIGINT NOT NULL, id BIGINT NOT NULL, amount_cents BIGINT NOT NULL, "
                                        "wording TEXT NOT NULL")),
-                          ("unchanged", "line BIGINT NOT NULL, id BIGINT NOT NULL"),
+                          ("unchanged_runs", "first_id BIGINT PRIMARY KEY, first_line BIGINT NOT NULL, "
+                                             "n BIGINT NOT NULL"),
                           ("staging_rejected", "line BIGINT NOT NULL, raw TEXT NOT NULL, reason TEXT NOT NULL")):
         bulk.execute(f"DROP TABLE IF EXISTS pg_temp.{name}")
         bulk.execute(f"CREATE TEMP TABLE {name} ({columns}) ON COMMIT DROP")
@@ -115,13 +116,14 @@ def _reject_conflicting_duplicates(bulk: Cursor, order: IdOrder) -> tuple[int, i
         bulk.ingest("late_ids", late_ids_table(order), temporary=True)
         repeated = "SELECT id FROM pg_temp.late_ids"
     else:
-        repeated = ("SELECT id FROM (SELECT id FROM pg_temp.staging UNION ALL SELECT id FROM pg_temp.unchanged) ids "
+        found = _unchanged_lines_sql("SELECT DISTINCT id FROM pg_temp.staging")
+        repeated = (f"SELECT id FROM (SELECT id FROM pg_temp.staging UNION ALL SELECT id FROM ({found}) f) ids "
                     "GROUP BY id HAVING COUNT(*) > 1")
     bulk.execute(f"""CREATE TEMP TABLE dup_rows ON COMMIT DROP AS
         SELECT line, id, amount_cents, wording, 0 AS unchanged FROM pg_temp.staging WHERE id IN ({repeated})
         UNION ALL
-        SELECT u.line, u.id, t.amount_cents, t.wording, 1 FROM pg_temp.unchanged u
-        JOIN transactions t ON t.id = u.id WHERE u.id IN ({repeated})""")
+        SELECT u.line, u.id, t.amount_cents, t.wording, 1 FROM ({_unchanged_lines_sql(repeated)}) u
+        JOIN transactions t ON t.id = u.id""")
     bulk.execute("DELETE FROM pg_temp.dup_rows WHERE id IN "
                  "(SELECT id FROM pg_temp.dup_rows GROUP BY id HAVING COUNT(*) = 1)")
     if not bulk.scalar("SELECT COUNT(*) FROM pg_temp.dup_rows"):
@@ -145,11 +147,21 @@ def _reject_conflicting_duplicates(bulk: Cursor, order: IdOrder) -> tuple[int, i
         WHERE id IN (SELECT id FROM pg_temp.conflicts)
            OR line NOT IN (SELECT MIN(line) FROM pg_temp.dup_rows GROUP BY id)""")
     bulk.execute("DELETE FROM pg_temp.staging WHERE line IN (SELECT line FROM pg_temp.dropped WHERE unchanged = 0)")
-    bulk.execute("DELETE FROM pg_temp.unchanged WHERE line IN (SELECT line FROM pg_temp.dropped WHERE unchanged = 1)")
     dropped, cents, unchanged_cents = bulk.row(
         "SELECT COUNT(*), COALESCE(SUM(amount_cents), 0)::bigint, "
         "COALESCE(SUM(amount_cents * unchanged), 0)::bigint FROM pg_temp.dropped") or (0, 0, 0)
     return int(bulk.scalar("SELECT COUNT(*) FROM pg_temp.conflicts")), int(dropped), int(cents), int(unchanged_cents)
+
+
+def _unchanged_lines_sql(ids: str) -> str:
+    """The lines found unchanged (line, id) whose id is one of ``ids`` (a query of distinct ids): the
+    run holding an id is the one starting at the largest first id not above it (a primary-key
+    seek), if the id falls within its length."""
+    return f"""SELECT r.first_line + (x.id - r.first_id) AS line, x.id AS id
+        FROM ({ids}) x CROSS JOIN LATERAL (
+            SELECT first_id, first_line, n FROM pg_temp.unchanged_runs
+            WHERE first_id <= x.id ORDER BY first_id DESC LIMIT 1) r
+        WHERE x.id < r.first_id + r.n"""
 
 
 def _update_changed_sql(key: int) -> str:

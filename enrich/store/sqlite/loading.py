@@ -11,7 +11,7 @@ from enrich.store.batches import BatchStaging, late_ids_table
 from enrich.store.idorder import IdOrder
 from enrich.store.interface import ParsedChunk
 from enrich.store.records import PENDING_KINDS, LoadStats
-from enrich.store.sqlite.connection import connect, transaction
+from enrich.store.sqlite.connection import LOAD_CACHE_KIB, connect, transaction
 from enrich.store.sqlite.schema import FTS_INSERT_TRIGGER_SQL
 from enrich.store.sqlite.lineage import run_key
 
@@ -33,7 +33,7 @@ def load_batch(path: Path, run_id: str, chunks: Iterable[ParsedChunk]) -> LoadSt
     """
     # every row gets this run's key (created first) and no id changes: the foreign keys hold by
     # construction, and their per-row look-ups are skipped
-    with connect(path, foreign_keys=False, bulk=True) as bulk, transaction(bulk):
+    with connect(path, foreign_keys=False, bulk=True, cache_kib=LOAD_CACHE_KIB) as bulk, transaction(bulk):
         _create_staging(bulk)
         stored_before = bulk.scalar(_count_transactions_sql())
         staging = BatchStaging(bulk, (lambda low, high: _stored_range(bulk, low, high)) if stored_before else None)
@@ -72,13 +72,14 @@ def _create_staging(bulk: Cursor) -> None:
     # line is the rowid: rows stay in file order, duplicates of an id keep their first line
     bulk.execute("CREATE TEMP TABLE staging (line INTEGER PRIMARY KEY, id INTEGER NOT NULL, "
                  "amount_cents INTEGER NOT NULL, wording TEXT NOT NULL)")
-    bulk.execute("CREATE TEMP TABLE unchanged (line INTEGER PRIMARY KEY, id INTEGER NOT NULL)")
+    bulk.execute("CREATE TEMP TABLE unchanged_runs (first_id INTEGER PRIMARY KEY, first_line INTEGER NOT NULL, "
+                 "n INTEGER NOT NULL)")
     bulk.execute("CREATE TEMP TABLE staging_rejected (line INTEGER PRIMARY KEY, raw TEXT NOT NULL, "
                  "reason TEXT NOT NULL)")
 
 
 def _drop_staging(bulk: Cursor) -> None:
-    for table in ("staging", "unchanged", "staging_rejected", "conflicts", "late_ids", "dup_rows", "dropped"):
+    for table in ("staging", "unchanged_runs", "staging_rejected", "conflicts", "late_ids", "dup_rows", "dropped"):
         bulk.execute(f"DROP TABLE IF EXISTS temp.{table}")
 
 
@@ -91,7 +92,8 @@ def _reject_conflicting_duplicates(bulk: Cursor, order: IdOrder) -> tuple[int, i
     """Drop the repeated lines of identical duplicates; reject every line of a conflicting id.
 
     The batch's lines are in ``temp.staging`` and, for those found identical to the stored
-    rows, ``temp.unchanged`` (line and id; the content is the stored row's). Returns the
+    rows, ``temp.unchanged_runs`` (runs of lines and ids; the content is the stored row's,
+    see :func:`_unchanged_lines_sql`). Returns the
     conflicting ids, the lines dropped and the sum of their amounts, and the part of that
     sum from ``unchanged``.
 
@@ -107,13 +109,14 @@ def _reject_conflicting_duplicates(bulk: Cursor, order: IdOrder) -> tuple[int, i
         bulk.ingest("late_ids", late_ids_table(order), temporary=True)
         repeated = "SELECT id FROM temp.late_ids"
     else:
-        repeated = ("SELECT id FROM (SELECT id FROM temp.staging UNION ALL SELECT id FROM temp.unchanged) "
+        found = _unchanged_lines_sql("SELECT DISTINCT id FROM temp.staging")
+        repeated = (f"SELECT id FROM (SELECT id FROM temp.staging UNION ALL SELECT id FROM ({found})) "
                     "GROUP BY id HAVING COUNT(*) > 1")
     bulk.execute(f"""CREATE TEMP TABLE dup_rows AS
         SELECT line, id, amount_cents, wording, 0 AS unchanged FROM temp.staging WHERE id IN ({repeated})
         UNION ALL
-        SELECT u.line, u.id, t.amount_cents, t.wording, 1 FROM temp.unchanged u JOIN transactions t ON t.id = u.id
-        WHERE u.id IN ({repeated})""")
+        SELECT u.line, u.id, t.amount_cents, t.wording, 1 FROM ({_unchanged_lines_sql(repeated)}) u
+        JOIN transactions t ON t.id = u.id""")
     bulk.execute("DELETE FROM temp.dup_rows WHERE id IN (SELECT id FROM temp.dup_rows GROUP BY id HAVING COUNT(*) = 1)")
     if not bulk.scalar("SELECT COUNT(*) FROM temp.dup_rows"):
         return 0, 0, 0, 0
@@ -137,10 +140,19 @@ def _reject_conflicting_duplicates(bulk: Cursor, order: IdOrder) -> tuple[int, i
         WHERE id IN (SELECT id FROM temp.conflicts)
            OR line NOT IN (SELECT MIN(line) FROM temp.dup_rows GROUP BY id)""")
     bulk.execute("DELETE FROM temp.staging WHERE line IN (SELECT line FROM temp.dropped WHERE NOT unchanged)")
-    bulk.execute("DELETE FROM temp.unchanged WHERE line IN (SELECT line FROM temp.dropped WHERE unchanged)")
     dropped, cents, unchanged_cents = bulk.row("SELECT COUNT(*), COALESCE(SUM(amount_cents), 0), "  # type: ignore[misc]
                                                "COALESCE(SUM(amount_cents * unchanged), 0) FROM temp.dropped")
     return int(bulk.scalar("SELECT COUNT(*) FROM temp.conflicts")), int(dropped), int(cents), int(unchanged_cents)
+
+
+def _unchanged_lines_sql(ids: str) -> str:
+    """The lines found unchanged (line, id) whose id is one of ``ids`` (a query of distinct ids): the
+    run holding an id is the one starting at the largest first id not above it (a primary-key
+    seek), if the id falls within its length."""
+    return f"""SELECT r.first_line + (x.id - r.first_id) AS line, x.id AS id
+        FROM ({ids}) x JOIN temp.unchanged_runs r
+          ON r.first_id = (SELECT MAX(first_id) FROM temp.unchanged_runs WHERE first_id <= x.id)
+        WHERE x.id < r.first_id + r.n"""
 
 
 def _count_transactions_sql() -> str:

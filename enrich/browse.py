@@ -170,9 +170,11 @@ TABLES: dict[str, dict[str, object]] = {
     },
     "run_distributions": {
         "description": "Each run's category counts (annotation classes, tagged/untagged/ambiguous), the "
-                       "baseline of the drift checks.",
-        "columns": {"run_id": _RUN_ID, "dimension": "annotations or tagging", "category": "the category",
-                    "count": "rows of the run in it"},
+                       "baseline of the drift checks; and the whole database's tags and annotations per "
+                       "value as the run's checks found them (whole_database_tags, whole_database_annotations).",
+        "columns": {"run_id": _RUN_ID, "dimension": "annotations or tagging (the run's rows); "
+                    "whole_database_tags or whole_database_annotations", "category": "the category",
+                    "count": "rows in it"},
         "facets": ["dimension"],
     },
     "ambiguous_wordings": {

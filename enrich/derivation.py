@@ -66,7 +66,7 @@ def scope_of(store: Store, kind: str, rules_fingerprint: str) -> Scope:
     """Every transaction when the rules changed or the table was changed outside the pipeline,
     else the rows of the runs still pending for ``kind``."""
     rules_changed = store.get_state(RULES_KEYS[kind]) != rules_fingerprint
-    current, recorded = store.table_fingerprint(kind)
+    current, recorded, _ = store.table_fingerprint(kind)
     changed_outside = recorded is not None and current != recorded
     covered = None if rules_changed or changed_outside else store.pending_runs(kind)
     if changed_outside:

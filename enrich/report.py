@@ -17,7 +17,8 @@ from typing import Any
 from enrich.annotation import ANNOTATIONS
 from enrich.errors import EnrichError
 from enrich.figures import FIGURES
-from enrich.store import CheckRecord, StepAttempt, Store
+from enrich.store import TAGS, WHOLE_DATABASE, CheckRecord, StepAttempt, Store
+from enrich.store import ANNOTATIONS as ANNOTATIONS_TABLE
 
 #: Rows listed in each sample (rejected rows, anomalies).
 SAMPLE_ROWS = 20
@@ -141,8 +142,8 @@ def build_report(store: Store, run_id: str, sample_rows: int = SAMPLE_ROWS) -> R
     figures.append(Figure("duration_s", "duration (s)", "timing", duration, previous_duration))
 
     totals = store.table_counts()
-    annotation_counts = _annotation_counts(store.value_counts("annotations"), totals["transactions"])
-    tag_counts = _tag_counts(store.value_counts("tags"), totals["transactions"])
+    annotation_counts = _annotation_counts(database_counts(store, run_id, ANNOTATIONS_TABLE), totals["transactions"])
+    tag_counts = _tag_counts(database_counts(store, run_id, TAGS), totals["transactions"])
     steps = tuple(_step_row(attempt) for attempt in store.step_attempts(run_id))
 
     return RunReport(
@@ -163,6 +164,12 @@ def build_report(store: Store, run_id: str, sample_rows: int = SAMPLE_ROWS) -> R
                 "tags": bar_chart(tag_counts, "Tags (whole database)", "tag", sort=None, muted=NO_TAG),
                 "steps": step_chart(steps)},
     )
+
+
+def database_counts(store: Store, run_id: str, kind: str) -> dict[str, int]:
+    """Rows per value of the tags (or annotations) table: as the run's checks found them, else
+    (the checks did not run, or could not count exactly) counted now."""
+    return store.distribution([run_id], WHOLE_DATABASE[kind]) or store.value_counts(kind)
 
 
 def duration_seconds(started_at: str | None, finished_at: str | None) -> float | None:

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 import pyarrow as pa
 
 from enrich import checks
+from enrich.store import split_annotation_counts
 from enrich.tagging import build_tag_list
 from tests.store.test_store import chunk
 from tests.support.tamper import tamper
@@ -75,10 +76,24 @@ def test_annotation_completeness_catches_missing_wrong_and_unexpected(any_store)
     load(any_store, [(2, 1, 100, "a"), (3, 2, -100, "b"), (4, 3, 0, "c"), (5, 4, 40000, "d")])
     any_store.rows("INSERT INTO annotations VALUES (1, 'SALE', 1), (2, 'EXPENSE', 1), "
                      "(3, 'SALE', 1)")
-    found = any_store.annotation_discrepancies()
+    found, by_label = split_annotation_counts(any_store.annotation_census())
+    assert found == any_store.annotation_discrepancies()
     assert (found["missing"], found["wrong"], found["unexpected"]) == (1, 1, 1)
     result = checks.check_annotations_complete(found)
     assert not result.passed and "1 missing" in result.message
+    assert by_label == any_store.value_counts("annotations") == {"SALE": 2, "EXPENSE": 1}  # what the table holds
+
+
+def test_the_annotation_scan_counts_labels_exactly_or_not_at_all(any_store):
+    """The per-label counts gathered by the discrepancy scan are the table's own value counts; an
+    annotation that is no rule's label makes them unknown (the report then counts the table)."""
+    load(any_store, [(2, 1, 100, "a"), (3, 2, -100, "b"), (4, 3, 40000, "c")])
+    any_store.rows("INSERT INTO annotations VALUES (1, 'SALE', 1), (2, 'EXPENSE', 1), (3, 'SALE', 1)")
+    before, by_label = split_annotation_counts(any_store.annotation_census())
+    assert by_label == {"SALE": 2, "EXPENSE": 1}  # right or wrong, what the table holds
+    tamper(any_store, "UPDATE annotations SET annotation = 'GIFT' WHERE transaction_id = 1")
+    found, by_label = split_annotation_counts(any_store.annotation_census())
+    assert by_label is None and found == {**before, "wrong": before["wrong"] + 1}
 
 
 def test_annotation_completeness_passes_when_exact(any_store):
@@ -119,3 +134,5 @@ def test_annotation_completeness_by_id_ranges_adds_up_to_the_whole(any_store):
     halves = [any_store.annotation_discrepancies((low, 2)), any_store.annotation_discrepancies((3, high))]
     assert (low, high) == (1, 4) and whole == {k: sum(h[k] for h in halves) for k in whole}
     assert halves[0] == {"missing": 0, "wrong": 1, "unexpected": 0, "checked": 2}
+    census = [any_store.annotation_census(ids) for ids in ((low, 2), (3, high), None)]
+    assert census[2] == {k: census[0][k] + census[1][k] for k in census[2]}  # the census adds up too

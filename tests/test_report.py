@@ -142,6 +142,22 @@ def test_whole_database_distributions_and_samples(two_runs):
     assert [(a.channel, a.status) for a in built.alerts] == [("sms", "sent")]
 
 
+def test_the_whole_database_counts_are_the_ones_the_checks_read(two_runs):
+    """The run's checks count the tags and annotations on their way and record them; the report
+    reads those (no second scan), and counts the tables itself only for a run that has none."""
+    from enrich.checking import whole_database_checks
+    from enrich.tagging import build_tag_list
+
+    _, counted = whole_database_checks(two_runs, build_tag_list(["TATA", "TOTO", "TUTU", "TAXI"]), {})
+    assert counted == {"tags": two_runs.value_counts("tags"), "annotations": two_runs.value_counts("annotations")}
+    recorded = {"tags": {"TATA": 7}, "annotations": {"SALE": 5}}
+    for kind, counts in recorded.items():
+        two_runs.save_distribution("F/2", f"whole_database_{kind}", counts)
+    built = build_report(two_runs, "F/2")
+    assert (built.tag_counts["TATA"], built.annotation_counts["SALE"]) == (7, 5)  # what was recorded
+    assert build_report(two_runs, "F/1").tag_counts["TATA"] == 1  # nothing recorded: counted now
+
+
 def test_samples_are_limited(two_runs):
     built = build_report(two_runs, "F/2", sample_rows=1)
     assert [r["line"] for r in built.rejected_sample] == [6]

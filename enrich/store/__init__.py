@@ -14,13 +14,15 @@ from enrich.store.errors import *  # noqa: F403 - the storage errors are part of
 from enrich.store.errors import __all__ as _errors
 from enrich.store.interface import Store
 from enrich.store.location import POSTGRESQL, SQLITE, DatabaseLocation, parse_location, redact_url
-from enrich.store.records import (ANNOTATIONS, ENRICHMENT_KINDS, PENDING_KINDS, SEARCH, TAGS, AlertRecord,
-                                  CheckRecord, LoadStats, LockClaim, LockHolder, LockOutcome, PublishStats,
-                                  StepAttempt)
+from enrich.store.records import (ANNOTATIONS, ENRICHMENT_KINDS, PENDING_KINDS, SEARCH, TAGS, WHOLE_DATABASE,
+                                  AlertRecord, CheckRecord, LoadStats, LockClaim, LockHolder, LockOutcome,
+                                  PublishStats, StepAttempt, TableFingerprint)
+from enrich.store.shared_sql import split_annotation_counts
 
 __all__ = [*_errors, "Store", "open_store", "DatabaseLocation", "parse_location", "redact_url", "SQLITE",
            "POSTGRESQL", "TAGS", "ANNOTATIONS", "SEARCH", "ENRICHMENT_KINDS", "PENDING_KINDS", "AlertRecord",
-           "CheckRecord", "LoadStats", "LockClaim", "LockHolder", "LockOutcome", "PublishStats", "StepAttempt"]
+           "CheckRecord", "LoadStats", "LockClaim", "LockHolder", "LockOutcome", "PublishStats", "StepAttempt",
+           "TableFingerprint", "WHOLE_DATABASE", "split_annotation_counts"]
 
 
 def open_store(database: str | os.PathLike[str] | DatabaseLocation, *, read_only: bool = False) -> Store:

@@ -17,7 +17,8 @@ from enrich.store.ledger import ENRICHED_SQL, Dialect, Ledger
 from enrich.store.location import DatabaseLocation
 from enrich.store.queries import CannedQuery, positional
 from enrich.store.records import (AlertRecord, CheckRecord, LoadStats, LockClaim, LockHolder, LockOutcome,
-                                  PublishStats, StepAttempt)
+                                  PublishStats, StepAttempt, TableFingerprint)
+from enrich.store.shared_sql import split_annotation_counts
 from enrich.store.timeutil import utc_after
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ class BackendStore:
         with self._cursor() as cur:
             return self._enrichment.get_state(cur, key)
 
-    def table_fingerprint(self, kind: str) -> tuple[str, str | None]:
+    def table_fingerprint(self, kind: str) -> TableFingerprint:
         with self._cursor() as cur:
             return self._enrichment.table_fingerprint(cur, kind)
 
@@ -154,8 +155,11 @@ class BackendStore:
 
     # ------------------------------------------------------------------ checks' queries
     def annotation_discrepancies(self, ids: tuple[int, int] | None = None) -> dict[str, int]:
+        return split_annotation_counts(self.annotation_census(ids))[0]
+
+    def annotation_census(self, ids: tuple[int, int] | None = None) -> dict[str, int]:
         with self._cursor() as cur:
-            return self._checks.annotation_discrepancies(cur, ids)
+            return self._checks.annotation_census(cur, ids)
 
     def id_range(self) -> tuple[int, int] | None:
         with self._cursor() as cur:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 from enrich.figures import RunRecord
 from enrich.store.location import DatabaseLocation
 from enrich.store.records import (AlertRecord, CheckRecord, LoadStats, LockClaim, LockHolder, LockOutcome,
-                                  PublishStats, StepAttempt)
+                                  PublishStats, StepAttempt, TableFingerprint)
 
 
 class ParsedChunk(Protocol):
@@ -60,8 +60,9 @@ class Store(Protocol):
     def get_state(self, key: str) -> str | None:
         """A value of the enrichment state (e.g. the fingerprint of the tag list last applied)."""
 
-    def table_fingerprint(self, kind: str) -> tuple[str, str | None]:
-        """The current fingerprint of the tags (or annotations) table, and the one its last publish left."""
+    def table_fingerprint(self, kind: str) -> TableFingerprint:
+        """The current fingerprint of the tags (or annotations) table, the one its last publish left, and
+        the table's rows per value."""
 
     def scope_id_range(self, runs: Sequence[str] | None) -> tuple[int, int] | None:
         """Smallest and largest id of the transactions last changed by ``runs`` (None: all)."""
@@ -102,6 +103,10 @@ class Store(Protocol):
     # ------------------------------------------------------------------ checks' queries
     def annotation_discrepancies(self, ids: tuple[int, int] | None = None) -> dict[str, int]:
         """Annotations missing, wrong, or present on a zero amount (over ``ids`` or the whole table)."""
+
+    def annotation_census(self, ids: tuple[int, int] | None = None) -> dict[str, int]:
+        """:meth:`annotation_discrepancies` with the annotations per label, read by the same scan; the
+        results of id ranges add up, and :func:`split_annotation_counts` separates the two."""
 
     def id_range(self) -> tuple[int, int] | None:
         """The smallest and largest transaction id (None when there is none)."""

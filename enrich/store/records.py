@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 from enrich.checks import CheckResult
 
@@ -12,6 +12,18 @@ ANNOTATIONS = "annotations"
 SEARCH = "search"  # the full-text index of the wordings
 ENRICHMENT_KINDS = (TAGS, ANNOTATIONS)
 PENDING_KINDS = (TAGS, ANNOTATIONS, SEARCH)  # what a batch that changed rows leaves to do
+#: The ``run_distributions`` dimension holding a table's rows per value over the whole database,
+#: as a run's checks found them (the run report reads them instead of counting again).
+WHOLE_DATABASE = {TAGS: "whole_database_tags", ANNOTATIONS: "whole_database_annotations"}
+
+
+class TableFingerprint(NamedTuple):
+    """The tags (or annotations) table's fingerprint now, the one its last publish left, and its
+    rows per value (read by the same scan)."""
+
+    current: str
+    recorded: str | None
+    counts: dict[str, int]
 
 
 class _Record:

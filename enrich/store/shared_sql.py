@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from enrich.annotation import RULES
+
+#: The annotation labels, each once, in the rules' order.
+LABELS = tuple(dict.fromkeys(rule.label for rule in RULES))
+#: Prefix of the per-label keys in the result of the annotation discrepancy scan.
+_LABEL_KEY = "label:"
 
 
 def annotation_case_sql(column: str = "amount_cents") -> str:
@@ -16,6 +21,33 @@ def annotation_case_sql(column: str = "amount_cents") -> str:
                   f"{column} <= {rule.high_cents}" if rule.high_cents is not None else ""]
         branches.append(f"WHEN {' AND '.join(b for b in bounds if b)} THEN '{rule.label}'")
     return f"CASE {' '.join(branches)} ELSE NULL END"
+
+
+def annotation_label_counts_sql(column: str) -> str:
+    """One count per annotation label of ``column``, then the rows annotated at all: the discrepancy
+    scan gathers the whole database's annotations per label on its way (no second scan)."""
+    return ", ".join([f"SUM(CASE WHEN {column} = '{label}' THEN 1 ELSE 0 END)" for label in LABELS]
+                     + [f"COUNT({column})"])
+
+
+def annotation_label_counts(values: Sequence[Any]) -> dict[str, int]:
+    """The values of :func:`annotation_label_counts_sql` as keys of the discrepancy scan's result."""
+    return {**{_LABEL_KEY + label: int(n or 0) for label, n in zip(LABELS, values)},
+            "annotated": int(values[len(LABELS)] or 0)}
+
+
+def split_annotation_counts(found: Mapping[str, int]) -> tuple[dict[str, int], dict[str, int] | None]:
+    """The discrepancy scan's result as (discrepancies, rows per label). The counts are None when
+    some annotation is not a rule's label (then only counting every value gives them)."""
+    counts = {key[len(_LABEL_KEY):]: n for key, n in found.items() if key.startswith(_LABEL_KEY)}
+    discrepancies = {key: n for key, n in found.items() if not key.startswith(_LABEL_KEY) and key != "annotated"}
+    exact = "annotated" in found and sum(counts.values()) == found["annotated"]
+    return discrepancies, ({label: n for label, n in counts.items() if n} if exact else None)
+
+
+def value_counts_of(rows: Iterable[Sequence[Any]]) -> dict[str, int]:
+    """Rows per value from :func:`fingerprint_sql`'s rows."""
+    return {str(value): int(count) for value, count, *_ in rows}
 
 
 #: The enrichment tables and their value column.

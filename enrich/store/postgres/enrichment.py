@@ -21,7 +21,9 @@ from enrich.store.postgres.connection import connect, transaction
 from enrich.store.postgres.lineage import keys_in_sql, keys_of_runs_sql, run_key, run_keys_of
 from enrich.store.postgres.schema import SEARCH_INDEX, SEARCH_INDEX_SQL, SEARCH_TABLE
 from enrich.store.records import ANNOTATIONS, SEARCH, TAGS, PublishStats
-from enrich.store.shared_sql import annotation_case_sql, fingerprint, fingerprint_key, fingerprint_sql
+from enrich.store.records import TableFingerprint
+from enrich.store.shared_sql import (annotation_case_sql, fingerprint, fingerprint_key, fingerprint_sql,
+                                     value_counts_of)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -45,9 +47,10 @@ def get_state(cur: Cursor, key: str) -> str | None:
     return None if value is None else str(value)
 
 
-def table_fingerprint(cur: Cursor, kind: str) -> tuple[str, str | None]:
-    """The current fingerprint of a table and the one its last publish left."""
-    return fingerprint(cur.rows(fingerprint_sql(kind))), get_state(cur, fingerprint_key(kind))
+def table_fingerprint(cur: Cursor, kind: str) -> TableFingerprint:
+    """The current fingerprint of a table, the one its last publish left, and its rows per value."""
+    rows = cur.rows(fingerprint_sql(kind))
+    return TableFingerprint(fingerprint(rows), get_state(cur, fingerprint_key(kind)), value_counts_of(rows))
 
 
 def scope_sql(runs: Sequence[str] | None, first: int = 1,

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 from enrich.store.adbc import Cursor, rechunk
 from enrich.store.errors import ConcurrentModification
 from enrich.store.records import ANNOTATIONS, SEARCH, TAGS, PublishStats
-from enrich.store.shared_sql import annotation_case_sql, fingerprint, fingerprint_key, fingerprint_sql
+from enrich.store.records import TableFingerprint
+from enrich.store.shared_sql import (annotation_case_sql, fingerprint, fingerprint_key, fingerprint_sql,
+                                     value_counts_of)
 from enrich.store.sqlite.connection import connect, transaction
 from enrich.store.sqlite.lineage import keys_of_runs_sql, run_key
 from enrich.store.sqlite.schema import FTS_AUTOMERGE, FTS_TABLE
@@ -40,9 +42,10 @@ def get_state(cur: Cursor, key: str) -> str | None:
     return None if value is None else str(value)
 
 
-def table_fingerprint(cur: Cursor, kind: str) -> tuple[str, str | None]:
-    """The current fingerprint of a table and the one its last publish left."""
-    return fingerprint(cur.rows(fingerprint_sql(kind))), get_state(cur, fingerprint_key(kind))
+def table_fingerprint(cur: Cursor, kind: str) -> TableFingerprint:
+    """The current fingerprint of a table, the one its last publish left, and its rows per value."""
+    rows = cur.rows(fingerprint_sql(kind))
+    return TableFingerprint(fingerprint(rows), get_state(cur, fingerprint_key(kind)), value_counts_of(rows))
 
 
 def _scope_sql(runs: Sequence[str] | None, column: str = "last_changed_run") -> tuple[str, list[object]]:

@@ -1,11 +1,20 @@
 """The step ledger: one ``step_runs`` row per attempt of every step, and the step's figures on the
 run's ``runs`` row. The flow's guard calls it around every step; a ledger problem is logged,
-never allowed to hide the step's own outcome."""
+never allowed to hide the step's own outcome.
+
+A step that succeeded does not wait for the write lock to say so: on SQLite, a parallel branch may
+hold it for seconds (annotating or indexing millions of rows in one transaction), and a step that
+waited would hold up the steps after it. What it cannot write at once is handed to the next step
+as its *backlog* (a few small records, carried as an artifact), which writes it with its own rows;
+``join`` and ``end``, which read the ledger, write theirs waiting. The rows keep the times they were
+taken at, so a late write changes nothing but when the row appears.
+"""
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from enrich.errors import StorageError
 from enrich.store import DatabaseBusy, StepAttempt, Store
@@ -13,14 +22,19 @@ from enrich.store.timeutil import utc_now
 
 logger = logging.getLogger(__name__)
 
+#: A ledger write not made yet: ``{"attempt": <StepAttempt fields>}`` or ``{"run_id": ..., "figures": {...}}``.
+Entry = Mapping[str, Any]
+
 
 class StepLedger:
-    """The ledger rows of one attempt of one step."""
+    """The ledger rows of one attempt of one step; ``backlog``: the writes earlier steps handed on."""
 
-    def __init__(self, store: Store | None, run_id: str, step: str, task_id: str, attempt: int) -> None:
+    def __init__(self, store: Store | None, run_id: str, step: str, task_id: str, attempt: int,
+                 backlog: Iterable[Entry] = ()) -> None:
         self.store, self.run_id, self.step = store, run_id, step
         self.task_id, self.attempt = task_id, attempt
         self.started_at, self.clock = utc_now(), time.perf_counter()
+        self.backlog: list[Entry] = list(backlog)
 
     def _row(self, status: str, exc: BaseException | None = None) -> StepAttempt:
         done = status != "running"
@@ -51,14 +65,49 @@ class StepLedger:
                           tags_sha256=getattr(tags, "fingerprint", None), match_mode=getattr(tags, "mode", None))
         self._write(lambda store: store.record_run(self.run_id, **fields))
 
-    def finished(self, status: str, exc: BaseException | None = None) -> None:
-        """The attempt ended: ``succeeded``, ``failed`` (with its error) or ``skipped``."""
-        self._write(lambda store: store.record_step_attempt(self._row(status, exc)))
+    def catch_up(self) -> None:
+        """Write the backlog now, waiting for the write lock (before a step that reads the ledger)."""
+        self.backlog = self._write_entries(self.backlog, wait=True)
 
-    def figures(self, figures: Mapping[str, object] | None) -> None:
-        """The step's figures on the run's row."""
+    def finished(self, status: str, exc: BaseException | None = None) -> None:
+        """The attempt ended ``failed`` (with its error) or ``skipped``: the backlog and the row are
+        written, waiting for the write lock if need be."""
+        self.backlog = self._write_entries([*self.backlog, self._entry(status, exc)], wait=True)
+
+    def succeeded(self, figures: Mapping[str, object] | None, *, wait: bool) -> list[Entry]:
+        """The attempt succeeded: write the backlog, its row and the step's figures on the run's row.
+        Unless ``wait``, only what can be written without waiting for another writer is; the rest is
+        returned, for the next step to write (see the module's docstring)."""
+        entries = [*self.backlog, self._entry("succeeded")]
         if figures:
-            self._write(lambda store: store.record_run(self.run_id, **figures))
+            entries.append({"run_id": self.run_id, "figures": dict(figures)})
+        self.backlog = self._write_entries(entries, wait=wait)
+        return self.backlog
+
+    def _entry(self, status: str, exc: BaseException | None = None) -> Entry:
+        return {"attempt": self._row(status, exc).as_dict()}
+
+    def _write_entries(self, entries: Sequence[Entry], *, wait: bool) -> list[Entry]:
+        """Write ``entries`` in order; return those left when another writer holds the lock (only
+        when not ``wait``). An entry that cannot be written for another reason is logged and dropped."""
+        if self.store is None:
+            return []
+        for i, entry in enumerate(entries):
+            try:
+                if "attempt" in entry:
+                    self.store.record_step_attempt(StepAttempt(**entry["attempt"]), wait=wait)
+                else:
+                    self.store.record_run(str(entry["run_id"]), wait=wait, **entry["figures"])
+            except DatabaseBusy as exc:
+                if wait:  # (after the busy timeout: minutes)
+                    logger.error("ledger not updated for %s (%s): %s", self.step, type(exc).__name__, exc)
+                    continue
+                logger.debug("%s: %d ledger write(s) handed to the next step (a parallel step is writing)",
+                             self.step, len(entries) - i)
+                return list(entries[i:])
+            except (StorageError, OSError, ValueError) as exc:
+                logger.error("ledger not updated for %s (%s): %s", self.step, type(exc).__name__, exc)
+        return []
 
     def _write(self, write) -> None:  # type: ignore[no-untyped-def]
         if self.store is None:
@@ -67,3 +116,16 @@ class StepLedger:
             write(self.store)
         except (StorageError, OSError, ValueError) as exc:
             logger.error("ledger not updated for %s (%s): %s", self.step, type(exc).__name__, exc)
+
+
+def inherited_backlog(sources: Iterable[Any]) -> list[Entry]:
+    """The backlogs of a step's inputs (one step, or a join's branches), each entry once, in order."""
+    seen: dict[str, Entry] = {}
+    for source in sources:
+        for entry in getattr(source, BACKLOG_ARTIFACT, None) or []:
+            seen.setdefault(repr(entry), entry)
+    return list(seen.values())
+
+
+#: The artifact carrying a step's backlog to the next.
+BACKLOG_ARTIFACT = "ledger_backlog"

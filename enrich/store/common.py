@@ -199,9 +199,9 @@ class BackendStore:
             return ledger.check_results(run_id)
 
     # ------------------------------------------------------------------ ledger
-    def record_run(self, run_id: str, **fields: object) -> None:
-        with self._ledger(write=True) as ledger:
-            ledger.record_run(run_id, fields)
+    def record_run(self, run_id: str, *, wait: bool = True, **fields: object) -> None:
+        with self._cursor(**({} if wait else {self._no_wait_option: NO_WAIT_MS})) as cur, self._transaction(cur):
+            Ledger(cur, self._dialect).record_run(run_id, fields)
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._ledger() as ledger:

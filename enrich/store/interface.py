@@ -137,8 +137,9 @@ class Store(Protocol):
         """A run's check verdicts, by name."""
 
     # ------------------------------------------------------------------ ledger
-    def record_run(self, run_id: str, **fields: object) -> None:
-        """Create or update the ledger row of a run (only the given :class:`RunRecord` fields change)."""
+    def record_run(self, run_id: str, *, wait: bool = True, **fields: object) -> None:
+        """Create or update the ledger row of a run (only the given :class:`RunRecord` fields change).
+        ``wait=False``: as for :meth:`record_step_attempt`."""
 
     def get_run(self, run_id: str) -> RunRecord | None:
         """The ledger row of a run."""

@@ -143,6 +143,21 @@ def test_shards_are_published_together_and_staging_is_emptied(any_store):
     assert any_store.rows("SELECT COUNT(*) FROM staged_tags") == [(0,)]
 
 
+def test_publishing_empties_only_its_own_run_staging(any_store):
+    """Another run's staged rows (a run that died before publishing) stay until it is discarded."""
+    any_store.load_batch("F/1", [chunk([(i + 2, i + 1, 100, "TOTO") for i in range(3)])])
+    ambiguous = pa.table({"wording": pa.array(["TOTO TATA"], pa.large_string()),
+                          "tags_found": pa.array([2], pa.int64()), "transactions": pa.array([1], pa.int64())})
+    any_store.stage_tags("F/0", 0, tags_table([1], ["TATA"]).to_batches(), ambiguous)
+    publish(any_store, "F/1", [1, 2, 3], ["TOTO"] * 3, ("F/1",))
+    assert any_store.rows("SELECT COUNT(*) FROM staged_tags") == [(1,)]
+    assert any_store.rows("SELECT run_id FROM staged_ambiguous") == [("F/0",)]
+    any_store.discard_staged("F/0")
+    any_store.discard_staged("F/9")  # a run that staged nothing (and has no lineage key)
+    assert any_store.rows("SELECT COUNT(*) FROM staged_tags") == [(0,)]
+    assert any_store.rows("SELECT COUNT(*) FROM staged_ambiguous") == [(0,)]
+
+
 def test_a_shard_staged_again_replaces_what_it_staged(any_store):
     any_store.load_batch("F/1", [chunk([(2, 1, 100, "TOTO"), (3, 2, 100, "TATA")])])
     any_store.stage_tags("F/1", 0, tags_table([1, 2], ["TOTO", "TATA"]).to_batches(), NO_AMBIGUOUS)

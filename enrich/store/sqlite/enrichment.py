@@ -141,7 +141,16 @@ def discard_staged(path: Path, run_id: str) -> None:
 
 
 def _discard(cur: Cursor, run_id: str) -> None:
-    cur.execute("DELETE FROM staged_tags WHERE run IN (SELECT run_key FROM run_keys WHERE run_id = ?)", (run_id,))
+    key = cur.scalar("SELECT run_key FROM run_keys WHERE run_id = ?", (run_id,))
+    if key is not None and not cur.scalar("SELECT EXISTS (SELECT 1 FROM staged_tags WHERE run != ?) "
+                                          "OR EXISTS (SELECT 1 FROM staged_ambiguous WHERE run_id != ?)",
+                                          (key, run_id)):
+        # only this run's rows (the usual case): emptied whole, which SQLite does without visiting
+        # each row (millions after a full re-tag)
+        cur.execute("DELETE FROM staged_tags")
+        cur.execute("DELETE FROM staged_ambiguous")
+        return
+    cur.execute("DELETE FROM staged_tags WHERE run = ?", (key,))  # (none when the run has no key)
     cur.execute("DELETE FROM staged_ambiguous WHERE run_id = ?", (run_id,))
 
 

@@ -580,7 +580,8 @@ def bench(rows: int, seed: int, workdir: Path, tag_count: int, no_rerun: bool, r
     graph of the same shape and a plain script; print each ratio. Exit 1 when a measured run failed."""
     from enrich.bench import harness
 
-    code = harness.run(rows, seed, repeat, workdir, tag_count, rerun=not no_rerun, markdown=markdown,
-                       database=database, as_json=as_json)
+    with storage_errors():  # e.g. a --database it cannot reset: one line, not a traceback
+        code = harness.run(rows, seed, repeat, workdir, tag_count, rerun=not no_rerun, markdown=markdown,
+                           database=database, as_json=as_json)
     if code:
         raise Failed("a measured run of the flow failed: see its log in the work directory")

@@ -256,3 +256,13 @@ def test_the_whole_harness_runs_ours_and_both_yardsticks(tmp_path: Path, capsys:
     assert_plain_database_follows_the_rules(tmp_path / "plain-300.db", list(frame.itertuples(index=False, name=None)))
     out = done.output
     assert "300 rows" in out and "fresh / plain script" in out and "| 300 | fresh database |" in out
+
+
+def test_a_database_it_cannot_reset_is_one_line_without_a_traceback(tmp_path: Path) -> None:
+    url = "postgresql://ana:s3cret-pw@127.0.0.1:1/bench"  # nothing listens on port 1
+    done = CliRunner().invoke(cli, ["bench", "--rows", "1", "--repeat", "1", "--workdir", str(tmp_path),
+                                    "--database", url])
+    assert done.exit_code == 1, done.output
+    assert "Traceback" not in done.output and "s3cret-pw" not in done.output
+    assert [line for line in done.output.splitlines() if line.startswith("Error:")] == [
+        next(line for line in done.output.splitlines() if "127.0.0.1:1" in line)]

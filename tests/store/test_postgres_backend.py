@@ -16,8 +16,8 @@ import pytest
 from enrich import runlock, stages
 from enrich.ingest import read_chunks
 from enrich.settings import RunSettings
-from enrich.store import (TAGS, AccessDenied, CheckRecord, ConcurrentModification, ConnectionLost, DatabaseBusy,
-                          DatabaseReadOnly, LockClaim, RestoreRefused, SchemaTooNew, StepAttempt, StorageError,
+from enrich.store import (TAGS, AccessDenied, CheckRecord, ConcurrentModification, ConnectionLost,
+                          ConstraintViolation, DatabaseBusy, DatabaseReadOnly, LockClaim, RestoreRefused, SchemaTooNew, StepAttempt, StorageError,
                           open_store)
 from enrich.store import AlertRecord
 from enrich.store.postgres import PostgresStore
@@ -719,3 +719,41 @@ def test_indexing_many_rows_rebuilds_the_index_whole(pg_store, monkeypatch):
     indexes = {name for (name,) in pg_store.rows("SELECT indexname FROM pg_indexes WHERE tablename = "
                                                  "'transactions_search'")}
     assert indexes == {"transactions_search_pkey", "transactions_search_document"}
+
+
+# --------------------------------------------------------------------------- sessions reused
+def backend_pid(store) -> int:
+    return int(store.rows("SELECT pg_backend_pid()")[0][0])
+
+
+def test_short_statements_reuse_one_session_and_a_broken_one_is_replaced(pg_store, postgres_server):
+    """A step's ledger rows and queries do not each open a session (a handshake and a password
+    exchange); a session the server ended while it was idle is replaced without an error."""
+    from enrich.store.postgres.connection import SESSIONS
+
+    first = backend_pid(pg_store)
+    pg_store.record_run("F/1", status="running")
+    assert backend_pid(pg_store) == first
+    assert backend_pid(open_store(pg_store.location.target)) == first  # another store of the same database
+    postgres_server.execute(f"SELECT pg_terminate_backend({first})")
+    time.sleep(0.2)
+    assert pg_store.get_run("F/1").status == "running"  # on a new session
+    assert backend_pid(pg_store) != first
+    with pytest.raises(ConstraintViolation):  # a block that failed: its session is not given back
+        pg_store.record_step_attempt(StepAttempt("F/1", "start", "1", 0, "no such status", "t"))
+    assert len(SESSIONS._idle) <= SESSIONS.MAX_IDLE
+
+
+def test_read_only_sessions_are_kept_apart_and_idle_sessions_are_bounded(pg_store):
+    from enrich.store.postgres.connection import SESSIONS
+
+    reader = open_store(pg_store.location.target, read_only=True)
+    with pytest.raises(DatabaseReadOnly):
+        reader.record_run("F/1", status="running")
+    pg_store.record_run("F/1", status="running")  # the writer's session is not the read-only one
+    assert reader.get_run("F/1").status == "running"
+    blocks = [pg_store._cursor() for _ in range(SESSIONS.MAX_IDLE + 2)]  # more at once than are kept
+    pids = [block.__enter__().scalar("SELECT pg_backend_pid()") for block in blocks]
+    for block in blocks:
+        block.__exit__(None, None, None)
+    assert len(set(pids)) == len(blocks) and len(SESSIONS._idle) == SESSIONS.MAX_IDLE

@@ -25,7 +25,7 @@ from enrich.store.location import POSTGRESQL, DatabaseLocation
 from enrich.store.postgres import backup as backups
 from enrich.store.postgres import checks, enrichment, lock, schema, search
 from enrich.store.postgres import connection
-from enrich.store.postgres.connection import DriverError, connect, missing_database
+from enrich.store.postgres.connection import SESSIONS, DriverError, connect, missing_database
 from enrich.store.postgres.lock import DIALECT
 from enrich.store.postgres.queries import CANNED_QUERIES
 from enrich.store.records import LockHolder
@@ -53,7 +53,9 @@ class PostgresStore(BackendStore):
 
     # ------------------------------------------------------------------ connections
     def _connect(self, *, read_only: bool = False, **options: Any) -> AbstractContextManager[Cursor]:
-        return connect(self.location, read_only=read_only, **options)
+        if options:  # (a lock timeout is a setting of the session: not for one shared)
+            return connect(self.location, read_only=read_only, **options)
+        return SESSIONS.cursor(self.location, read_only=read_only)
 
     def _bulk(self) -> DatabaseLocation:
         self.prepare()

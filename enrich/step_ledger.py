@@ -22,7 +22,8 @@ from enrich.store.timeutil import utc_now
 
 logger = logging.getLogger(__name__)
 
-#: A ledger write not made yet: ``{"attempt": <StepAttempt fields>}`` or ``{"run_id": ..., "figures": {...}}``.
+#: A ledger write not made yet: ``{"attempt": <StepAttempt fields>}`` or ``{"run_id": ..., "figures": {...}}``
+#: (the run's row, only the given fields).
 Entry = Mapping[str, Any]
 
 
@@ -34,7 +35,8 @@ class StepLedger:
         self.store, self.run_id, self.step = store, run_id, step
         self.task_id, self.attempt = task_id, attempt
         self.started_at, self.clock = utc_now(), time.perf_counter()
-        self.backlog: list[Entry] = list(backlog)
+        # each entry once: a join's branches hand on what they inherited from the same step
+        self.backlog: list[Entry] = list({repr(entry): entry for entry in backlog}.values())
 
     def _row(self, status: str, exc: BaseException | None = None) -> StepAttempt:
         done = status != "running"
@@ -63,7 +65,7 @@ class StepLedger:
             tags = getattr(settings, "tag_list", None)
             fields.update(input_path=getattr(settings, "transactions", None),
                           tags_sha256=getattr(tags, "fingerprint", None), match_mode=getattr(tags, "mode", None))
-        self._write(lambda store: store.record_run(self.run_id, **fields))
+        self._write_entries([{"run_id": self.run_id, "figures": fields}], wait=True)
 
     def catch_up(self) -> None:
         """Write the backlog now, waiting for the write lock (before a step that reads the ledger)."""
@@ -108,24 +110,3 @@ class StepLedger:
             except (StorageError, OSError, ValueError) as exc:
                 logger.error("ledger not updated for %s (%s): %s", self.step, type(exc).__name__, exc)
         return []
-
-    def _write(self, write) -> None:  # type: ignore[no-untyped-def]
-        if self.store is None:
-            return
-        try:
-            write(self.store)
-        except (StorageError, OSError, ValueError) as exc:
-            logger.error("ledger not updated for %s (%s): %s", self.step, type(exc).__name__, exc)
-
-
-def inherited_backlog(sources: Iterable[Any]) -> list[Entry]:
-    """The backlogs of a step's inputs (one step, or a join's branches), each entry once, in order."""
-    seen: dict[str, Entry] = {}
-    for source in sources:
-        for entry in getattr(source, BACKLOG_ARTIFACT, None) or []:
-            seen.setdefault(repr(entry), entry)
-    return list(seen.values())
-
-
-#: The artifact carrying a step's backlog to the next.
-BACKLOG_ARTIFACT = "ledger_backlog"

@@ -33,7 +33,8 @@ CATCH_VAR = "caught_exception"
 UNCAUGHT_STEPS = ("end",)
 ALWAYS_RUN_STEPS = ("join", "end")  # they gather and report, whatever failed upstream
 LOCK_FREE_STEPS = ALWAYS_RUN_STEPS  # they write only the ledger
-BRANCH_LOCAL_ARTIFACTS = ("failures", CATCH_VAR, "_catch_exception", "figures", "ledger_backlog")
+LEDGER_BACKLOG = "ledger_backlog"  # the ledger writes a step hands on (enrich.step_ledger)
+BRANCH_LOCAL_ARTIFACTS = ("failures", CATCH_VAR, "_catch_exception", "figures", LEDGER_BACKLOG)
 SIMULATE_ENV = "ENRICH_SIMULATE_FAILURE"  # the launcher's --simulate-failure for a resumed run
 STOP_SIGNAL_ENV = "ENRICH_STOP_SIGNAL"  # set by the launcher when SIGINT or SIGTERM stopped the run
 SCHEDULE_ENV = "ENRICH_SCHEDULE"  # the deployed flow's cron (default: daily)
@@ -96,14 +97,15 @@ def _is_foreach_split(flow_cls: Any, name: str) -> bool:
 def guard(step_name, flow, inputs):  # type: ignore[no-untyped-def]
     """Skip after an upstream failure, hold the run lock, simulate failures, keep the ledger."""
     from enrich import runlock
-    from enrich.step_ledger import BACKLOG_ARTIFACT, StepLedger, inherited_backlog
+    from enrich.step_ledger import StepLedger
 
     configure_logging()
     flow.failures = inherited_failures(flow, inputs)
     store, run_id = store_of(flow), f"{current.flow_name}/{current.run_id}"
-    ledger = StepLedger(store, run_id, step_name, str(current.task_id), int(current.retry_count),
-                        inherited_backlog(list(inputs) if inputs else [flow]))
-    setattr(flow, BACKLOG_ARTIFACT, [])  # written below, whatever happens (or handed on again)
+    backlog = [entry for source in (list(inputs) if inputs else [flow])
+               for entry in getattr(source, LEDGER_BACKLOG, None) or []]
+    ledger = StepLedger(store, run_id, step_name, str(current.task_id), int(current.retry_count), backlog)
+    setattr(flow, LEDGER_BACKLOG, [])  # written below, whatever happens (or handed on again)
     if flow.failures and step_name not in ALWAYS_RUN_STEPS:
         logger.info("skipping %s: upstream failure in %s", step_name, ", ".join(sorted({f.step for f in flow.failures})))
         ledger.finished("skipped")
@@ -136,7 +138,7 @@ def guard(step_name, flow, inputs):  # type: ignore[no-untyped-def]
                 raise  # a bug: its traceback is what a person needs
             fallback_transition(flow, step_name)
             return (None, {})  # recorded: later steps skip, end alerts; @retry does not repeat it
-    setattr(flow, BACKLOG_ARTIFACT, ledger.succeeded(getattr(flow, "figures", None), wait=step_name in UNCAUGHT_STEPS))
+    setattr(flow, LEDGER_BACKLOG, ledger.succeeded(getattr(flow, "figures", None), wait=step_name in UNCAUGHT_STEPS))
 
 
 def _failed(flow: Any, step_name: str, ledger: Any, exc: Exception) -> bool:

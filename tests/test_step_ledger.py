@@ -7,9 +7,8 @@ import sys
 import textwrap
 import time
 from contextlib import contextmanager
-from types import SimpleNamespace
 
-from enrich.step_ledger import BACKLOG_ARTIFACT, StepLedger, inherited_backlog
+from enrich.step_ledger import StepLedger
 from enrich.store import open_store
 
 RUN = "TransactionEnrichmentFlow/1"
@@ -75,8 +74,8 @@ def test_steps_that_read_the_ledger_catch_up_first_and_failures_are_written_at_o
     assert ("tag_transactions", "succeeded") in steps(store) and ("publish_tags", "failed") in steps(store)
 
 
-def test_a_join_inherits_each_branch_backlog_once():
+def test_a_join_writes_each_inherited_entry_once():
+    """The branches of a join (the tagging shards) hand on what they inherited from the same step."""
     shared = {"attempt": {"step": "plan_tagging"}}
-    branches = [SimpleNamespace(**{BACKLOG_ARTIFACT: [shared, {"attempt": {"step": "tag_transactions"}}]}),
-                SimpleNamespace(**{BACKLOG_ARTIFACT: [shared]}), SimpleNamespace()]
-    assert inherited_backlog(branches) == [shared, {"attempt": {"step": "tag_transactions"}}]
+    backlog = [shared, {"attempt": {"step": "tag_transactions"}}, dict(shared)]
+    assert StepLedger(None, RUN, "publish_tags", "7", 0, backlog).backlog == backlog[:2]

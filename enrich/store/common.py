@@ -96,6 +96,13 @@ class BackendStore:
         return self._connection.transaction(cur)  # type: ignore[no-any-return]
 
     @contextmanager
+    def _ledger_write(self, wait: bool) -> Iterator[Ledger]:
+        """A ledger write in one transaction; unless ``wait``, given up with :class:`DatabaseBusy`
+        after :data:`NO_WAIT_MS` behind another writer."""
+        with self._cursor(**({} if wait else {self._no_wait_option: NO_WAIT_MS})) as cur, self._transaction(cur):
+            yield Ledger(cur, self._dialect)
+
+    @contextmanager
     def _ledger(self, write: bool = False) -> Iterator[Ledger]:
         with self._cursor() as cur:
             if write:
@@ -200,8 +207,8 @@ class BackendStore:
 
     # ------------------------------------------------------------------ ledger
     def record_run(self, run_id: str, *, wait: bool = True, **fields: object) -> None:
-        with self._cursor(**({} if wait else {self._no_wait_option: NO_WAIT_MS})) as cur, self._transaction(cur):
-            Ledger(cur, self._dialect).record_run(run_id, fields)
+        with self._ledger_write(wait) as ledger:
+            ledger.record_run(run_id, fields)
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._ledger() as ledger:
@@ -240,8 +247,8 @@ class BackendStore:
             return ledger.last_success_finished_at(excluding)
 
     def record_step_attempt(self, attempt: StepAttempt, *, wait: bool = True) -> None:
-        with self._cursor(**({} if wait else {self._no_wait_option: NO_WAIT_MS})) as cur, self._transaction(cur):
-            Ledger(cur, self._dialect).record_step_attempt(attempt)
+        with self._ledger_write(wait) as ledger:
+            ledger.record_step_attempt(attempt)
 
     def step_attempts(self, run_id: str) -> list[StepAttempt]:
         with self._ledger() as ledger:

@@ -30,10 +30,13 @@ def annotation_label_counts_sql(column: str) -> str:
                      + [f"COUNT({column})"])
 
 
-def annotation_label_counts(values: Sequence[Any]) -> dict[str, int]:
-    """The values of :func:`annotation_label_counts_sql` as keys of the discrepancy scan's result."""
-    return {**{_LABEL_KEY + label: int(n or 0) for label, n in zip(LABELS, values)},
-            "annotated": int(values[len(LABELS)] or 0)}
+def annotation_census_of(row: Sequence[Any] | None) -> dict[str, int]:
+    """The annotation scan's row (missing, wrong, unexpected, checked, then
+    :func:`annotation_label_counts_sql`'s values) as a census (see :func:`split_annotation_counts`)."""
+    values = [int(value or 0) for value in row or ()] or [0] * (5 + len(LABELS))
+    missing, wrong, unexpected, checked, *labels, annotated = values
+    return {"missing": missing, "wrong": wrong, "unexpected": unexpected, "checked": checked,
+            **{_LABEL_KEY + label: n for label, n in zip(LABELS, labels)}, "annotated": annotated}
 
 
 def split_annotation_counts(found: Mapping[str, int]) -> tuple[dict[str, int], dict[str, int] | None]:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from enrich.store.adbc import Cursor, rechunk
 from enrich.store.location import DatabaseLocation
 from enrich.store.postgres.connection import connect
-from enrich.store.shared_sql import LABELS, annotation_case_sql, annotation_label_counts, annotation_label_counts_sql
+from enrich.store.shared_sql import annotation_case_sql, annotation_census_of, annotation_label_counts_sql
 
 _ALL_IDS = (-(2**63), 2**63 - 1)
 if TYPE_CHECKING:
@@ -18,16 +18,14 @@ def annotation_census(cur: Cursor, ids: tuple[int, int] | None) -> dict[str, int
     """Annotations missing, wrong, or present on a zero amount, over the ids ``ids`` (inclusive); with
     the annotations per label on the way (:func:`~enrich.store.split_annotation_counts`)."""
     expected = annotation_case_sql("t.amount_cents")
-    row = cur.row(f"""SELECT
+    return annotation_census_of(cur.row(f"""SELECT
             COUNT(*) FILTER (WHERE a.transaction_id IS NULL AND t.amount_cents != 0),
             COUNT(*) FILTER (WHERE a.transaction_id IS NOT NULL AND t.amount_cents != 0
                              AND a.annotation IS DISTINCT FROM ({expected})),
             COUNT(*) FILTER (WHERE a.transaction_id IS NOT NULL AND t.amount_cents = 0),
             COUNT(*), {annotation_label_counts_sql("a.annotation")}
         FROM transactions t LEFT JOIN annotations a ON a.transaction_id = t.id
-        WHERE t.id BETWEEN $1 AND $2""", ids or _ALL_IDS) or (0,) * (5 + len(LABELS))
-    return {"missing": int(row[0] or 0), "wrong": int(row[1] or 0), "unexpected": int(row[2] or 0),
-            "checked": int(row[3] or 0), **annotation_label_counts(row[4:])}
+        WHERE t.id BETWEEN $1 AND $2""", ids or _ALL_IDS))
 
 
 def id_range(cur: Cursor) -> tuple[int, int] | None:

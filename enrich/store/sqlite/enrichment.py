@@ -142,9 +142,7 @@ def discard_staged(path: Path, run_id: str) -> None:
 
 def _discard(cur: Cursor, run_id: str) -> None:
     key = cur.scalar("SELECT run_key FROM run_keys WHERE run_id = ?", (run_id,))
-    if key is not None and not cur.scalar("SELECT EXISTS (SELECT 1 FROM staged_tags WHERE run != ?) "
-                                          "OR EXISTS (SELECT 1 FROM staged_ambiguous WHERE run_id != ?)",
-                                          (key, run_id)):
+    if key is not None and not cur.scalar(_other_runs_staged_sql(), (key, run_id)):
         # only this run's rows (the usual case): emptied whole, which SQLite does without visiting
         # each row (millions after a full re-tag)
         cur.execute("DELETE FROM staged_tags")
@@ -152,6 +150,14 @@ def _discard(cur: Cursor, run_id: str) -> None:
         return
     cur.execute("DELETE FROM staged_tags WHERE run = ?", (key,))  # (none when the run has no key)
     cur.execute("DELETE FROM staged_ambiguous WHERE run_id = ?", (run_id,))
+
+
+def _other_runs_staged_sql() -> str:
+    # two range seeks on each primary key (``!=`` would scan the whole staging table)
+    return ("SELECT EXISTS (SELECT 1 FROM staged_tags WHERE run < ?1) "
+            "OR EXISTS (SELECT 1 FROM staged_tags WHERE run > ?1) "
+            "OR EXISTS (SELECT 1 FROM staged_ambiguous WHERE run_id < ?2) "
+            "OR EXISTS (SELECT 1 FROM staged_ambiguous WHERE run_id > ?2)")
 
 
 def _refuse_if_changed(cur: Cursor, path: Path, kind: str, expected: str | None) -> None:

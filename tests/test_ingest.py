@@ -737,6 +737,7 @@ def assert_same(a: tuple[pd.DataFrame, pd.DataFrame], b: tuple[pd.DataFrame, pd.
 )
 @example(content=HEADER + b'1,1,"a\n', chunk_bytes=1, max_record_bytes=DEFAULT_CHUNK_BYTES)
 @example(content=HEADER + b'1,1,"ab"\r', chunk_bytes=3, max_record_bytes=40)
+@example(content=HEADER + b'"1' + b"x" * 40, chunk_bytes=1, max_record_bytes=40)  # fills the window to EOF
 def test_fast_path_and_small_blocks_match_the_reference_reading(
     tmp_path: Path, content: bytes, chunk_bytes: int, max_record_bytes: int
 ) -> None:

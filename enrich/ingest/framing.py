@@ -210,7 +210,7 @@ class QuoteFraming:
         too_long = (self.content_ends - starts) > scan.max_record_bytes
         if too_long.any():
             suspects.append(starts[too_long])
-        if not scan.final and scan.size - trailing >= scan.max_record_bytes + 2:
+        if not scan.final and scan.size - trailing > scan.max_record_bytes + 2:  # (see _Window.at)
             suspects.append(np.array([trailing], dtype=np.int64))
         return np.unique(np.concatenate(suspects)) if suspects else _NO_INTS
 

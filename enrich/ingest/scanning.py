@@ -110,8 +110,10 @@ class _Window:
         limit = start + max_record_bytes + 2
         end = min(n, limit)
         window_final = final and n <= limit
+        # exhausted: data beyond the window proves the record outgrows it (data that merely fills
+        # the window may still be the whole rest of the file: then more is read first)
         return cls(buf, start, n, final, max_record_bytes, delimiter, end, window_final,
-                   not window_final and end == limit)
+                   not window_final and n > limit)
 
     def need_more(self, open_field: int = 0) -> ScannedRecord:
         """More data is needed, unless the window is exhausted: then the record is too long."""
